@@ -1,0 +1,44 @@
+# Every target sets up what it needs: a virtualenv in .venv, tools in .tools, a database.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# PostgreSQL from DATABASE_URL, else a throwaway embedded server for the command's lifetime
+WITH_PG := $(PY) example/pgserver.py --
+SQLITE_URL := sqlite:///$(CURDIR)/example/portable.sqlite3
+
+.PHONY: demo test test-pg test-sqlite lint bench tools k8s clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,demo,operator,web]"
+	touch $(STAMP)
+
+tools: .tools/bin/helm4
+.tools/bin/helm4: tools/install-tools.sh
+	bash tools/install-tools.sh
+
+demo: $(STAMP)
+	$(WITH_PG) $(PY) example/demo.py
+
+test: $(STAMP) lint test-pg test-sqlite
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	cd example && DATABASE_URL=$(SQLITE_URL) ../$(PY) manage.py makemigrations --check --dry-run
+
+test-pg: $(STAMP)
+	$(WITH_PG) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-sqlite: $(STAMP)
+	DATABASE_URL=$(SQLITE_URL) $(PY) -m pytest -m portable $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(WITH_PG) $(PY) bench/run.py $(BENCH_ARGS)
+
+k8s: tools
+	bash tools/render-k8s.sh
+
+clean:
+	rm -rf $(VENV) .tools example/*.sqlite3

@@ -1,0 +1,1 @@
+"""fullctl-tasks: a task queue on the Django ORM and PostgreSQL."""

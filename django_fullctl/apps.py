@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class DjangoFullctlConfig(AppConfig):
+    name = "django_fullctl"
+    label = "django_fullctl"
+    verbose_name = "fullctl tasks"
+    default_auto_field = "django.db.models.BigAutoField"

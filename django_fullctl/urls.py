@@ -1,0 +1,11 @@
+from django.urls import path
+
+from django_fullctl import views
+
+app_name = "django_fullctl"
+
+# both spellings answer directly: a probe must not be sent through a redirect
+urlpatterns = [
+    path("health", views.health, name="health"),
+    path("health/", views.health, name="health-slash"),
+]

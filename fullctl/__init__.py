@@ -1,0 +1,1 @@
+"""Compatibility imports: ``fullctl.django.*`` as the task documentation spells them."""

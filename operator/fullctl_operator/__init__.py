@@ -1,0 +1,1 @@
+"""fullctl-tasks operator: sizes poller Deployments from the queue (kopf)."""

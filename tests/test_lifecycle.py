@@ -1,0 +1,242 @@
+"""State transitions: chaining, cancelling, fencing, rescue, and waiting for results."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+from conftest import run_threads
+from django.db import connections
+from django.test.utils import override_settings
+from example_tasks.models import EchoTask, FailTask, NoopTask, SumTask
+
+from django_fullctl import queue, runner
+from django_fullctl.exceptions import TaskStateError
+from fullctl.django.models import Task
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def claim_one(op: str, worker: str = "host-a:1") -> Task:
+    [task] = queue.claim(worker, [op])
+    return task
+
+
+@pytest.mark.portable
+def test_child_waits_for_its_parent():
+    first_task = SumTask.create_task(1, 1)
+    next_task = SumTask.create_task(2, 2, parent=first_task)
+    assert next_task.waiting
+    claimed = queue.claim("w", ["task_sum"], limit=10)
+    assert [t.pk for t in claimed] == [first_task.pk]
+    runner.execute(claimed[0])
+    next_task.refresh_from_db()
+    assert not next_task.waiting
+    assert runner.run_next().pk == next_task.pk
+
+
+@pytest.mark.portable
+def test_child_of_a_completed_parent_is_runnable_at_once():
+    parent = SumTask.create_task(1, 1)
+    runner.run_next()
+    child = SumTask.create_task(1, 2, parent=parent)
+    assert not child.waiting and child.status == "pending"
+
+
+@pytest.mark.portable
+def test_failed_parent_cancels_every_descendant():
+    parent = FailTask.create_task()
+    child = SumTask.create_task(1, 1, parent=parent)
+    grandchild = SumTask.create_task(1, 2, parent=child)
+    runner.run_next()
+    for task in (child, grandchild):
+        task.refresh_from_db()
+        assert task.status == "cancelled"
+    assert f"parent task {parent.pk} failed" in child.error
+    assert f"parent task {child.pk}" in grandchild.error
+    late_child = SumTask.create_task(1, 3, parent=parent)
+    assert late_child.status == "cancelled"
+
+
+@pytest.mark.portable
+def test_cancel_pending_and_running_but_not_finished():
+    pending = SumTask.create_task(1, 1)
+    child = SumTask.create_task(1, 1, parent=pending)
+    pending.cancel("not needed")
+    assert pending.status == "cancelled" and pending.error == "not needed"
+    child.refresh_from_db()
+    assert child.status == "cancelled"
+
+    running = EchoTask.create_task(1)
+    claimed = claim_one("task_echo")
+    running.cancel("stop it")
+    assert running.status == "cancelled"
+    assert not queue.complete(claimed, 1, 0.1)  # the worker's late result is ignored
+    running.refresh_from_db()
+    assert running.status == "cancelled" and running.result is None
+
+    with pytest.raises(TaskStateError, match="cancelled"):
+        running.cancel()
+
+
+@pytest.mark.portable
+def test_writes_are_fenced_on_the_attempt():
+    task = EchoTask.create_task("x")
+    first = claim_one("task_echo", "host-a:1")
+    assert queue.requeue(first, "worker lost")
+    second = claim_one("task_echo", "host-b:2")
+    assert second.attempt == first.attempt + 1
+    assert not queue.complete(first, "stale", 1.0)
+    assert not queue.fail(first, "stale")
+    assert not queue.heartbeat(first.pk, first.attempt)
+    assert queue.complete(second, "fresh", 1.0)
+    task.refresh_from_db()
+    assert task.status == "completed" and task.result == "fresh" and task.queue_id == "host-b:2"
+
+
+@pytest.mark.portable
+def test_rescue_requeues_while_attempts_remain_then_fails():
+    task = EchoTask.create_task("x")
+    assert task.max_attempts == 2
+    first = claim_one("task_echo")
+    assert queue.rescue(first, "worker died") == "requeued"
+    task.refresh_from_db()
+    assert task.status == "pending" and task.attempt == 1
+    second = claim_one("task_echo")
+    assert queue.rescue(second, "worker died") == "failed"
+    task.refresh_from_db()
+    assert task.status == "failed"
+    assert "worker died" in task.error and "2 attempt" in task.error
+    assert queue.rescue(second, "again") is None
+
+
+@pytest.mark.portable
+def test_requeue_without_counting_the_attempt():
+    task = EchoTask.create_task("x")
+    claimed = claim_one("task_echo")
+    assert queue.requeue(claimed, "draining", count_attempt=False)
+    task.refresh_from_db()
+    assert task.status == "pending" and task.attempt == 0
+
+
+@pytest.mark.portable
+def test_requeue_a_failed_task():
+    task = FailTask.create_task()
+    runner.run_next()
+    task.refresh_from_db()
+    task.requeue()
+    assert task.status == "pending" and task.attempt == 0 and task.error is None
+    with pytest.raises(TaskStateError):
+        task.requeue()
+
+
+@pytest.mark.portable
+def test_orphan_rescue_by_stale_heartbeat():
+    task = EchoTask.create_task("x")
+    claimed = claim_one("task_echo", "gone-pod:7")
+    assert queue.heartbeat(claimed.pk, claimed.attempt)
+    assert queue.rescue_orphans(max_age=60) == []
+    time.sleep(0.2)
+    [(item, outcome)] = queue.rescue_orphans(max_age=0.1)
+    assert item.id == task.pk and item.host == "gone-pod" and outcome == "requeued"
+    task.refresh_from_db()
+    assert task.status == "pending" and "gone-pod:7" in task.error
+
+
+@pytest.mark.portable
+def test_wait_times_out():
+    task = SumTask.create_task(1, 1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        task.wait(timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+
+
+@pytest.mark.portable
+def test_counts_by_op_only_count_runnable_pending():
+    parent = SumTask.create_task(1, 1)
+    SumTask.create_task(1, 1, parent=parent)
+    EchoTask.create_task(1)
+    claim_one("task_echo")
+    assert queue.counts_by_op() == {
+        "task_sum": {"pending": 1, "running": 0},
+        "task_echo": {"pending": 0, "running": 1},
+    }
+
+
+def complete_later(task_id: int, delay: float) -> threading.Thread:
+    def body():
+        time.sleep(delay)
+        runner.run_next(["task_sum"])
+        connections.close_all()
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread
+
+
+@override_settings(TASK_WAIT_POLL_INTERVAL_SECONDS=60)
+def test_wait_is_woken_by_the_completion_notification(postgresql_only):
+    task = SumTask.create_task(2, 3)
+    thread = complete_later(task.pk, 0.3)
+    # the backstop poll is 60 s: returning inside the 20 s timeout proves the NOTIFY woke it
+    task.wait(timeout=20)
+    thread.join()
+    assert task.result == 5
+
+
+@override_settings(TASK_WAIT_POLL_INTERVAL_SECONDS=0.1)
+@pytest.mark.portable
+def test_async_wait_does_not_block_the_event_loop():
+    task = SumTask.create_task(2, 3)
+    thread = complete_later(task.pk, 0.5)
+    ticks = 0
+
+    async def ticker():
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def scenario():
+        beat = asyncio.create_task(ticker())
+        await task.async_wait(timeout=20)
+        beat.cancel()
+        await sync_to_async(connections.close_all)()
+
+    asyncio.run(scenario())
+    thread.join()
+    assert task.result == 5
+    assert ticks >= 10  # the loop kept running while we waited
+
+
+def test_concurrent_claims_never_hand_out_a_task_twice(postgresql_only):
+    ids = {NoopTask.create_task().pk for _ in range(60)}
+    results = run_threads(4, lambda i: [t.pk for _ in range(30) for t in
+                                        queue.claim(f"w{i}", ["task_noop"], limit=3)])
+    claimed = [pk for result in results for pk in result]
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_claim_skips_rows_locked_by_another_claim(postgresql_only):
+    NoopTask.create_task()
+    second = NoopTask.create_task()
+    lock_taken, release = threading.Event(), threading.Event()
+
+    def hold_first_row():
+        from django.db import transaction
+
+        with transaction.atomic():
+            Task.objects.select_for_update().filter(op="task_noop").order_by("id").first()
+            lock_taken.set()
+            release.wait(10)
+        connections.close_all()
+
+    holder = threading.Thread(target=hold_first_row)
+    holder.start()
+    lock_taken.wait(10)
+    [claimed] = queue.claim("w", ["task_noop"])
+    release.set()
+    holder.join()
+    assert claimed.pk == second.pk
