@@ -35,7 +35,11 @@ DEFAULTS: dict[str, Any] = {
     "TASK_OPERATOR_INTERVAL_SECONDS": 10.0,
 }
 
-ENV_OVERRIDES = {"TASK_TRACK_INTERVAL_SECONDS", "TASK_ORPHANED_HEARTBEAT_TIMEOUT"}
+ENV_OVERRIDES = {
+    "TASK_TRACK_INTERVAL_SECONDS",
+    "TASK_ORPHANED_HEARTBEAT_TIMEOUT",
+    "TASK_TIMEOUT_KILL_GRACE_SECONDS",
+}
 
 
 def get(name: str) -> Any:
@@ -46,6 +50,13 @@ def get(name: str) -> Any:
     return getattr(settings, name, default)
 
 
-def worker_id() -> str:
-    """Identify this process in ``source`` and ``queue_id``; the hostname is the pod name."""
-    return get("TASK_ORM_WORKER_ID") or f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(unique: bool = False) -> str:
+    """Identify this process in ``source`` and ``queue_id``; the hostname is the pod name.
+
+    ``unique`` (the poller's worker processes) always ends in ``:{pid}``, even when
+    ``TASK_ORM_WORKER_ID`` is set, so sibling workers never share an identity.
+    """
+    configured = get("TASK_ORM_WORKER_ID")
+    if configured and not unique:
+        return configured
+    return f"{configured or socket.gethostname()}:{os.getpid()}"

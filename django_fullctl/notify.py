@@ -61,6 +61,15 @@ def listen(channel: str) -> psycopg.Connection:
     return listener
 
 
+def received(listener: psycopg.Connection) -> set[str]:
+    """Payloads waiting on a listener whose socket is readable.
+
+    Raises ``psycopg.OperationalError`` when the connection was lost. (A zero timeout
+    would not read the socket at all, so neither notifications nor the loss would show.)
+    """
+    return {n.payload for n in listener.notifies(timeout=0.01)}
+
+
 def _deadline(timeout: float | None) -> float | None:
     return None if timeout is None else time.monotonic() + timeout
 

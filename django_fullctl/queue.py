@@ -326,11 +326,15 @@ class RunningTask:
         )
 
 
-def running_tasks(ops: Iterable[str] | None = None) -> list[RunningTask]:
-    """All running tasks with their last heartbeat, in one query."""
+def running_tasks(
+    ops: Iterable[str] | None = None, queue_ids: Iterable[str] | None = None
+) -> list[RunningTask]:
+    """Running tasks (optionally of some ops or workers) with their last heartbeat, one query."""
     queryset = Task.objects.filter(status=TaskStatus.RUNNING)
     if ops is not None:
         queryset = queryset.filter(op__in=list(ops))
+    if queue_ids is not None:
+        queryset = queryset.filter(queue_id__in=list(queue_ids))
     rows = queryset.values_list(
         "pk", "op", "attempt", "max_attempts", "queue_id", "started", "heartbeat__timestamp"
     )

@@ -1,18 +1,21 @@
 """Run one claimed task in this process and record how it ended.
 
-The poller's workers call ``execute`` for every task they claim; ``run_next`` claims
-and runs one task in-process (handy in tests, management shells and the demo).
+Running (user code, no database writes of ours) and recording (one fenced write) are
+two steps, so a worker can retry the record through a database outage without running
+the task again. ``execute`` does both; ``run_next`` claims and executes one task
+in-process (handy in tests, shells and scripts).
 """
 
+import contextlib
 import json
-import logging
 import time
 import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from django_fullctl import conf, queue, registry
 from django_fullctl.models import Task
-
-log = logging.getLogger("django_fullctl.runner")
 
 
 class TaskTimedOut(BaseException):
@@ -22,38 +25,59 @@ class TaskTimedOut(BaseException):
     """
 
 
-def first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0]
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: ``status`` is completed, failed or timeout."""
+
+    status: str
+    duration: float
+    result: Any = None
+    error: str | None = None
 
 
-def execute(task: Task) -> str:
-    """Run a claimed task's ``run()`` and record the outcome (fenced).
+def first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
 
-    Returns ``"completed"``, ``"failed"`` or ``"timeout"``. User code runs outside any
-    transaction of ours; its exceptions become the task's error with the traceback.
-    """
+
+def timeout_error(task: Task) -> str:
+    return f"timed out: the task ran longer than its timeout of {task.timeout}s"
+
+
+def run(
+    task: Task, watchdog: Callable[[Task], contextlib.AbstractContextManager] | None = None
+) -> Outcome:
+    """Call the task's ``run()`` (inside ``watchdog(task)``, which enforces the timeout)."""
+    guard = watchdog(task) if watchdog else contextlib.nullcontext()
     started = time.monotonic()
     try:
-        value = task.run(*task.param.get("args", []), **task.param.get("kwargs", {}))
+        with guard:
+            value = task.run(*task.param.get("args", []), **task.param.get("kwargs", {}))
     except TaskTimedOut:
-        queue.fail(task, timeout_error(task), time.monotonic() - started)
-        return "timeout"
+        return Outcome("timeout", time.monotonic() - started, error=timeout_error(task))
     except Exception:
-        queue.fail(task, traceback.format_exc(), time.monotonic() - started)
-        return "failed"
+        return Outcome("failed", time.monotonic() - started, error=traceback.format_exc())
     duration = time.monotonic() - started
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         error = f"the result ({type(value).__name__}) cannot be stored as JSON: {exc}"
-        queue.fail(task, error, duration)
-        return "failed"
-    queue.complete(task, value, duration)
-    return "completed"
+        return Outcome("failed", duration, error=error)
+    return Outcome("completed", duration, result=value)
 
 
-def timeout_error(task: Task) -> str:
-    return f"timed out: the task ran longer than its timeout of {task.timeout}s"
+def record(task: Task, outcome: Outcome) -> bool:
+    """Write the outcome (fenced); False when the task was no longer ours."""
+    if outcome.status == "completed":
+        return queue.complete(task, outcome.result, outcome.duration)
+    return queue.fail(task, outcome.error or "", outcome.duration)
+
+
+def execute(task: Task) -> Outcome:
+    """Run a claimed task here and record its outcome."""
+    outcome = run(task)
+    record(task, outcome)
+    return outcome
 
 
 def run_next(ops: list[str] | None = None) -> Task | None:

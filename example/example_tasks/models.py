@@ -1,6 +1,8 @@
 """Sample task classes, written exactly as the task documentation shows them."""
 
+import contextlib
 import os
+import signal
 import time
 
 from fullctl.django.models import Task
@@ -147,3 +149,36 @@ class NoopTask(Task):
 
     def run(self, *args, **kwargs):
         return None
+
+
+@register
+class StubbornTask(Task):
+    """Ignores the soft timeout: the supervisor has to kill its worker."""
+
+    class Meta:
+        proxy = True
+
+    class HandleRef:
+        tag = "task_stubborn"
+
+    def run(self, seconds, *args, **kwargs):
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            # swallowing the soft timeout is the point of this task
+            with contextlib.suppress(BaseException):
+                time.sleep(0.05)
+        return seconds
+
+
+@register
+class CrashTask(Task):
+    """Kills its own worker process, like an OOM kill or a segfault would."""
+
+    class Meta:
+        proxy = True
+
+    class HandleRef:
+        tag = "task_crash"
+
+    def run(self, *args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,235 @@
+"""A worker process: runs tasks one at a time and reports to its supervisor over a pipe.
+
+In ``--processes`` mode the worker claims its own tasks (woken by LISTEN/NOTIFY, with a
+polling backstop); in ``--workers`` mode the supervisor claims and sends it task ids.
+A tracking thread writes the running task's heartbeat every
+``TASK_TRACK_INTERVAL_SECONDS``. Messages to the supervisor:
+``("ready", worker_id)``, ``("claimed", id, attempt, op, timeout)``, ``("beat", id)``,
+``("done", id, status)``; from it: ``("drain",)`` and ``("run", id, attempt)``.
+"""
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+import psycopg
+from django.db import DatabaseError, connections
+
+from django_fullctl import conf, notify, queue, runner
+from django_fullctl.models import Task, TaskStatus
+from django_fullctl.poller.logs import event
+from django_fullctl.poller.spawn import WorkerConfig
+
+
+class Worker:
+    def __init__(self, conn: Connection, config: WorkerConfig):
+        self.conn = conn
+        self.config = config
+        self.id = conf.worker_id(unique=True)
+        self.draining = False
+        self.done = 0
+        self._send_lock = threading.Lock()
+        self.tracker = HeartbeatTracker(self.send)
+        self.listener: psycopg.Connection | None = None
+
+    def send(self, *message: Any) -> None:
+        with self._send_lock, contextlib.suppress(OSError):
+            self.conn.send(message)
+
+    def serve(self) -> None:
+        self.tracker.start()
+        self.send("ready", self.id)
+        event("worker started", worker=self.id)
+        reason = "drained"
+        while not self.draining:
+            if self.config.max_tasks and self.done >= self.config.max_tasks:
+                reason = f"recycled after {self.done} tasks"
+                break
+            task = self.next_task()
+            if task is not None:
+                self.process(task)
+        self.tracker.stop()
+        if self.listener is not None:
+            self.listener.close()
+        event("worker stopped", worker=self.id, reason=reason, tasks=self.done)
+        connections.close_all()
+
+    # -- getting work ---------------------------------------------------------
+
+    def next_task(self) -> Task | None:
+        """Wait for the next task (None when woken without one)."""
+        if not self.config.self_claiming:
+            return self.receive_assignment()
+        claimed = retry_db(lambda: queue.claim(self.id, self.config.ops, 1), self.stopped)
+        if claimed:
+            return claimed[0]
+        self.wait_for_work(self.config.poll_interval)
+        return None
+
+    def stopped(self) -> bool:
+        self.read_messages(0)
+        return self.draining
+
+    def receive_assignment(self) -> Task | None:
+        message = self.read_messages(None)
+        if not message or message[0] != "run":
+            return None
+        _, task_id, attempt = message
+        task = retry_db(lambda: Task.objects.filter(pk=task_id).first(), lambda: False)
+        if task is None or task.status != TaskStatus.RUNNING or task.attempt != attempt:
+            event("assigned task is no longer running", logging.WARNING, task=task_id)
+            return None
+        return task.cast()
+
+    def read_messages(self, timeout: float | None) -> tuple | None:
+        """Read one supervisor message within ``timeout``; EOF (supervisor gone) drains."""
+        if not self.conn.poll(timeout):
+            return None
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            message = ("drain",)
+        if message[0] == "drain":
+            self.draining = True
+        return message
+
+    def wait_for_work(self, timeout: float) -> None:
+        """Sleep until a task of our ops is announced, a message arrives, or ``timeout``."""
+        listener = self.ensure_listener()
+        deadline = time.monotonic() + timeout
+        while not self.draining and (remaining := deadline - time.monotonic()) > 0:
+            ready = wait([self.conn] + ([listener] if listener else []), remaining)
+            if self.conn in ready:
+                self.read_messages(0)
+                return
+            if listener is None or listener not in ready:
+                continue
+            try:
+                ops = notify.received(listener)
+            except psycopg.Error:
+                self.drop_listener()
+                return  # reconnect on the next wait, and claim at once meanwhile
+            if ops & set(self.config.ops):
+                return
+
+    def ensure_listener(self) -> psycopg.Connection | None:
+        if self.listener is None and notify.enabled():
+            try:
+                self.listener = notify.listen(notify.NEW_CHANNEL)
+            except psycopg.Error as exc:
+                event("cannot listen for new tasks, polling", logging.WARNING, error=exc)
+        return self.listener
+
+    def drop_listener(self) -> None:
+        event("listener connection lost, reconnecting", logging.WARNING, worker=self.id)
+        with contextlib.suppress(psycopg.Error):
+            self.listener.close()
+        self.listener = None
+
+    # -- running ----------------------------------------------------------------
+
+    def process(self, task: Task) -> None:
+        self.send("claimed", task.pk, task.attempt, task.op, task.timeout)
+        event("task claimed", task=task.pk, op=task.op, worker=self.id, attempt=task.attempt)
+        self.tracker.track(task)
+        outcome = runner.run(task, watchdog=soft_timeout)
+        self.tracker.track(None)
+        recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
+        self.done += 1
+        self.send("done", task.pk, outcome.status)
+        fields = {"task": task.pk, "op": task.op, "worker": self.id}
+        if not recorded:
+            event("task outcome discarded: no longer ours", logging.WARNING, **fields)
+        elif outcome.status == "completed":
+            event(f"task completed in {outcome.duration * 1000:.0f} ms", **fields)
+        elif outcome.status == "timeout":
+            event("task timed out", logging.WARNING, timeout=task.timeout, **fields)
+        else:
+            event(f"task failed: {runner.first_line(outcome.error)}", logging.WARNING, **fields)
+
+
+@contextlib.contextmanager
+def soft_timeout(task: Task) -> Iterator[None]:
+    """Raise TaskTimedOut in the task's thread once its timeout has passed."""
+    if not task.timeout:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise runner.TaskTimedOut()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, task.timeout)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class HeartbeatTracker(threading.Thread):
+    """Writes the running task's heartbeat; reports each beat to the supervisor, even when
+    the database is away, so liveness reflects this process and not the database."""
+
+    def __init__(self, report: Callable[..., None]):
+        super().__init__(name="heartbeat", daemon=True)
+        self.report = report
+        self.current: tuple[int, int] | None = None
+        self.wake = threading.Event()
+        self.stopping = False
+
+    def track(self, task: Task | None) -> None:
+        self.current = (task.pk, task.attempt) if task is not None else None
+        self.wake.set()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.wake.set()
+        self.join(timeout=5)
+
+    def run(self) -> None:
+        while not self.stopping:
+            current = self.current
+            if current is not None:
+                self.beat(*current)
+            self.wake.wait(float(conf.get("TASK_TRACK_INTERVAL_SECONDS")))
+            self.wake.clear()
+        connections.close_all()
+
+    def beat(self, task_id: int, attempt: int) -> None:
+        try:
+            if not queue.heartbeat(task_id, attempt) and self.current == (task_id, attempt):
+                event("task is no longer ours, heartbeat skipped", logging.WARNING, task=task_id)
+        except DatabaseError as exc:
+            event("heartbeat not written", logging.WARNING, task=task_id, error=type(exc).__name__)
+            close_connections()
+        self.report("beat", task_id)
+
+
+def close_connections() -> None:
+    with contextlib.suppress(Exception):
+        connections.close_all()
+
+
+def retry_db(action: Callable[[], Any], give_up: Callable[[], bool]) -> Any:
+    """Run ``action`` until the database answers, backing off to 10 s between tries.
+
+    Returns None if ``give_up()`` turns true while waiting (e.g. the worker drains).
+    """
+    delay = 0.5
+    while True:
+        try:
+            return action()
+        except DatabaseError as exc:
+            event("database unavailable, retrying", logging.WARNING,
+                  error=type(exc).__name__, retry_in=f"{delay:g}s")
+            close_connections()
+        if give_up():
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
