@@ -146,3 +146,26 @@ def start_poller(tmp_path):
     yield start
     for poller in started:
         poller.stop()
+
+
+@pytest.fixture
+def db_proxy():
+    """A cuttable TCP path to the test database, and the DATABASE_URL that goes through it."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from netproxy import CuttableProxy
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL behaviour")
+    settings = connection.settings_dict
+    host = settings["HOST"] or "/var/run/postgresql"
+    port = int(settings["PORT"] or 5432)
+    target = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+    proxy = CuttableProxy(target)
+    parts = urlsplit(test_database_url())
+    auth = parts.netloc.rsplit("@", 1)[0]
+    proxy.url = urlunsplit(
+        (parts.scheme, f"{auth}@127.0.0.1:{proxy.port}", parts.path, "", "")
+    )
+    yield proxy
+    proxy.close()

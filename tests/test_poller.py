@@ -255,3 +255,20 @@ def test_app_health_fails_when_a_whole_poller_pod_vanishes(start_poller, client,
     os.killpg(poller.process.pid, signal.SIGKILL)  # supervisor and workers, at once
     response = wait_for(lambda: (r := client.get("/health")).status_code == 503 and r)
     assert response.json()["checks"]["heartbeats"]["stale_task_ids"] == [task.pk]
+
+
+def test_database_outage_is_ridden_out(start_poller, db_proxy, unused_tcp_port):
+    poller = start_poller(
+        "-p", "2", "--poll-interval", "0.5", "--health-port", str(unused_tcp_port),
+        env={"DATABASE_URL": db_proxy.url},
+    )
+    assert final(SumTask.create_task(1, 1)).result == 2
+    db_proxy.cut()
+    tasks = [SumTask.create_task(i, 1) for i in range(5)]  # the test's own path still works
+    poller.wait_for_log("database unavailable, retrying")
+    # liveness must not fail because of the database: that would restart every pod
+    assert get(f"http://127.0.0.1:{unused_tcp_port}/health")[0] == 200
+    db_proxy.restore()
+    for task in tasks:
+        assert final(task).status == "completed"
+    assert poller.process.poll() is None
