@@ -258,3 +258,6 @@ def _check_json(op: str, args: tuple, kwargs: dict) -> None:
                 f"{name} of task {op!r} cannot be stored as JSON"
                 f" ({type(value).__name__}: {exc})"
             ) from exc
+
+
+from django_fullctl.commands import CommandTask  # noqa: E402,F401

@@ -394,3 +394,23 @@ def counts_by_op() -> dict[str, dict[str, int]]:
     for op, status, n in rows:
         counts.setdefault(op, {"pending": 0, "running": 0})[status] = n
     return counts
+
+
+def counts_by_op_and_status() -> dict[str, dict[str, int]]:
+    """Tasks of every op per status, in one grouped query over the whole table.
+
+    Pending tasks that wait for their parent are counted apart, as ``waiting``, so
+    ``pending`` is the runnable backlog (as in ``counts_by_op``). Reads no parameters.
+    """
+    rows = (
+        Task.objects.values_list("op", "status", "waiting")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    keys = ["pending", "waiting", *(s.value for s in TaskStatus if s != TaskStatus.PENDING)]
+    counts: dict[str, dict[str, int]] = {}
+    for op, status, waiting, n in rows:
+        key = "waiting" if status == TaskStatus.PENDING and waiting else status
+        entry = counts.setdefault(op, dict.fromkeys(keys, 0))
+        entry[key] = entry.get(key, 0) + n
+    return counts

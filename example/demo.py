@@ -1,46 +1,109 @@
-"""The demo: migrate, queue a burst of sample tasks, process them, print where each ended.
+"""The demo: a burst of sample tasks processed by a real poller, then a summary.
 
-Run it with ``make demo`` (which provides a PostgreSQL database in DATABASE_URL).
+``make demo`` runs it with a PostgreSQL database in DATABASE_URL (a throwaway embedded
+server unless you set one). It migrates, queues sums, a chain, a qualified task, a slow
+task that times out, a failing task and a queued management command, starts
+``manage.py fullctl_poll_tasks --processes 2`` (with the settings that qualify the
+qualified task), shows a progress line while the queue drains, prints where every task
+ended, and stops the poller with SIGTERM as Kubernetes would.
 """
 
+import json
 import os
+import re
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+EXAMPLE_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(EXAMPLE_DIR))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
 import django  # noqa: E402
 
 django.setup()
 
+from django.contrib.auth.models import User  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from example_tasks.models import EchoTask, FailTask, SumTask  # noqa: E402
+from example_tasks.models import (  # noqa: E402
+    EchoTask,
+    FailTask,
+    ImportantTask,
+    SleepTask,
+    SumTask,
+)
 
-from django_fullctl import runner  # noqa: E402
+from django_fullctl.models import FINAL_STATUSES, Task  # noqa: E402
+
+POOL_SETTINGS = {"IMPORTANT_SETTING": True, "IMPORTANT_LIST": ["xyz"]}
+
+
+def manage(*args: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "FULLCTL_POOL_SETTINGS": json.dumps(POOL_SETTINGS)}
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=EXAMPLE_DIR, env=env,
+                            **popen)
+
+
+def queue_samples() -> list[tuple[Task, str]]:
+    """Create the burst; return each task with the status it should end in."""
+    expected = [(SumTask.create_task(i, i * 10), "completed") for i in range(20)]
+    first = EchoTask.create_task("first link")
+    second = EchoTask.create_task("second link", parent=first)
+    third = SumTask.create_task(1, 2, parent=second)
+    expected += [(first, "completed"), (second, "completed"), (third, "completed")]
+    expected.append((ImportantTask.create_task(), "completed"))
+    expected.append((SleepTask.create_task(30, timeout=2), "failed"))
+    broken = FailTask.create_task("this one fails on purpose")
+    expected += [(broken, "failed"), (EchoTask.create_task("never", parent=broken), "cancelled")]
+    User.objects.get_or_create(username="demo")
+    queued = manage("fullctl_promote_user", "demo", "-Q", stdout=subprocess.PIPE, text=True)
+    output, _ = queued.communicate(timeout=60)
+    task_id = int(re.search(r"task (\d+)", output).group(1))
+    expected.append((Task.objects.get(pk=task_id), "completed"))
+    return expected
+
+
+def progress(tasks: list[Task], deadline: float) -> None:
+    ids = [t.pk for t in tasks]
+    while time.monotonic() < deadline:
+        done = Task.objects.filter(pk__in=ids, status__in=FINAL_STATUSES).count()
+        print(f"\r{done}/{len(ids)} tasks finished", end="", flush=True)
+        if done == len(ids):
+            break
+        time.sleep(0.2)
+    print()
+
+
+def outcome(task: Task) -> str:
+    if task.status == "completed":
+        return repr(task.result)[:50]
+    return (task.error or "").strip().splitlines()[-1][:70]
 
 
 def main() -> int:
     call_command("migrate", verbosity=0)
-    sums = [SumTask.create_task(i, i * 10) for i in range(5)]
-    first = EchoTask.create_task("first link")
-    second = EchoTask.create_task("second link", parent=first)
-    broken = FailTask.create_task("this one fails on purpose")
-    orphan = EchoTask.create_task("never runs", parent=broken)
-    expected = [(t, "completed") for t in sums + [first, second]]
-    expected += [(broken, "failed"), (orphan, "cancelled")]
+    expected = queue_samples()
+    print(f"queued {len(expected)} tasks; starting fullctl_poll_tasks --processes 2")
+    log_path = EXAMPLE_DIR / "demo-poller.log"
+    with open(log_path, "w") as log:
+        poller = manage("fullctl_poll_tasks", "--processes", "2", "--poll-interval", "1",
+                        stdout=log, stderr=subprocess.STDOUT)
+        try:
+            progress([t for t, _ in expected], time.monotonic() + 120)
+        finally:
+            poller.send_signal(signal.SIGTERM)
+            code = poller.wait(60)
+    print(f"poller stopped with exit code {code} (its log: {log_path.name})\n")
 
-    while runner.run_next():
-        pass
-
-    ok = True
-    print(f"{'task':<24}{'status':<12}{'expected':<12}result / error")
+    ok = code == 0
+    print(f"{'task':<22}{'status':<11}{'expected':<11}result / error")
     for task, want in expected:
         task.refresh_from_db()
-        outcome = task.result if task.status == "completed" else (task.error or "").splitlines()[-1]
-        print(f"{str(task.op) + '#' + str(task.pk):<24}{task.status:<12}{want:<12}{outcome}")
+        print(f"{task.op + '#' + str(task.pk):<22}{task.status:<11}{want:<11}{outcome(task)}")
         ok &= task.status == want
-    print("every task ended as expected" if ok else "SOME TASKS DID NOT END AS EXPECTED")
+    print("\nevery task ended as expected" if ok else "\nSOME TASKS DID NOT END AS EXPECTED")
     return 0 if ok else 1
 
 

@@ -79,11 +79,19 @@ def test_new_task_wakes_an_idle_worker_through_notify(start_poller, postgresql_o
 def test_listener_connection_loss_is_repaired(start_poller, postgresql_only):
     poller = start_poller("-p", "1", "--poll-interval", "600")
     final(SumTask.create_task(1, 1))
+    listeners = (
+        "FROM pg_stat_activity WHERE datname = current_database()"
+        " AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+    )
+
+    def listening() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*) {listeners}")
+            return cursor.fetchone()[0] > 0
+
+    wait_for(listening)  # the idle worker has opened its listener
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
-        )
+        cursor.execute(f"SELECT pg_terminate_backend(pid) {listeners}")
     poller.wait_for_log("listener connection lost")
     assert final(SumTask.create_task(2, 2), timeout=20).result == 4
 
