@@ -50,13 +50,13 @@ def get(name: str) -> Any:
     return getattr(settings, name, default)
 
 
-def worker_id(unique: bool = False) -> str:
-    """Identify this process in ``source`` and ``queue_id``; the hostname is the pod name.
+def worker_id(pid: int | None = None) -> str:
+    """Identify a process in ``source`` and ``queue_id``; the hostname is the pod name.
 
-    ``unique`` (the poller's worker processes) always ends in ``:{pid}``, even when
-    ``TASK_ORM_WORKER_ID`` is set, so sibling workers never share an identity.
+    With ``pid`` (the poller's worker processes) the id always ends in ``:{pid}``, even
+    when ``TASK_ORM_WORKER_ID`` is set, so sibling workers never share an identity.
     """
     configured = get("TASK_ORM_WORKER_ID")
-    if configured and not unique:
+    if configured and pid is None:
         return configured
-    return f"{configured or socket.gethostname()}:{os.getpid()}"
+    return f"{configured or socket.gethostname()}:{pid or os.getpid()}"

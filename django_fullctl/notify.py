@@ -1,15 +1,17 @@
 """LISTEN/NOTIFY on PostgreSQL: wake-up hints for pollers and waiters.
 
-A notification is only ever a hint that something may have changed: whoever waits
-re-reads the database after it, and polls at a backstop interval in case a hint was
-lost (a dropped connection, another database). On other databases nothing is sent
-and waiting is plain polling.
+The notifications are sent by a trigger on the task table (migration 0003), so every
+write path sends them, in the writer's transaction (delivered on commit, identical ones
+merged), without a round trip of its own. A notification is only ever a hint that
+something may have changed: whoever waits re-reads the database after it, and polls at
+a backstop interval in case a hint was lost (a dropped connection, another database).
+On other databases nothing is sent and waiting is plain polling.
 """
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import psycopg
 from asgiref.sync import sync_to_async
@@ -20,6 +22,7 @@ from django_fullctl.exceptions import TaskTimeout
 
 log = logging.getLogger("django_fullctl.notify")
 
+# the channels of the trigger in migrations/0003_notify_trigger.py
 NEW_CHANNEL = "fullctl_task_new"  # payload: the op of a task that became runnable
 DONE_CHANNEL = "fullctl_task_done"  # payload: the id of a task that reached a final status
 
@@ -29,23 +32,6 @@ _DJANGO_ONLY_PARAMS = {"context", "cursor_factory", "server_side_binding", "pool
 
 def enabled() -> bool:
     return connection.vendor == "postgresql"
-
-
-def _send(channel: str, payloads: Iterable[str]) -> None:
-    """Queue notifications in the current transaction (PostgreSQL sends them on commit)."""
-    if not enabled():
-        return
-    with connection.cursor() as cursor:
-        for payload in sorted(set(payloads)):
-            cursor.execute("SELECT pg_notify(%s, %s)", [channel, payload])
-
-
-def announce_new(ops: Iterable[str]) -> None:
-    _send(NEW_CHANNEL, ops)
-
-
-def announce_done(task_id: int) -> None:
-    _send(DONE_CHANNEL, [str(task_id)])
 
 
 def connection_params() -> dict:
@@ -67,7 +53,7 @@ def received(listener: psycopg.Connection) -> set[str]:
     Raises ``psycopg.OperationalError`` when the connection was lost. (A zero timeout
     would not read the socket at all, so neither notifications nor the loss would show.)
     """
-    return {n.payload for n in listener.notifies(timeout=0.01)}
+    return {n.payload for n in listener.notifies(timeout=0.01, stop_after=1)}
 
 
 def _deadline(timeout: float | None) -> float | None:

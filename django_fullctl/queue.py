@@ -7,7 +7,9 @@ API call these functions and never write task rows themselves. The rules (DESIGN
 * every later write is fenced on ``(id, attempt, status='running')``, so a late writer
   (a worker that was given up on, a second sweeper) changes nothing;
 * each transition commits on its own, in a short transaction;
-* limits are checked and the row inserted under one lock per (op, limit_id).
+* limits are checked and the row inserted under one lock per (op, limit_id);
+* wake-up notifications are not sent from here: a trigger on the table sends them on
+  PostgreSQL (see ``notify``).
 """
 
 import logging
@@ -19,7 +21,6 @@ from django.db import connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from django_fullctl import notify
 from django_fullctl.exceptions import TaskLimitError
 from django_fullctl.models import ACTIVE_STATUSES, Task, TaskHeartbeat, TaskStatus
 
@@ -65,8 +66,6 @@ def enqueue(task: Task, limit: int | None) -> Task:
                 task.error = f"parent task {task.parent_id} is {parent_status}"
             task.waiting = parent_status != TaskStatus.COMPLETED
         task.save(force_insert=True)
-        if task.status == TaskStatus.PENDING and not task.waiting:
-            notify.announce_new([task.op])
     return task
 
 
@@ -112,9 +111,9 @@ def claim(worker_id: str, ops: Iterable[str], limit: int = 1) -> list[Task]:
         return []
     now = timezone.now()
     if is_postgresql():
+        # one statement is atomic on its own: no BEGIN/COMMIT round trips around it
         sql = _CLAIM_SQL.format(table=Task._meta.db_table)
-        with transaction.atomic():
-            tasks = list(Task.objects.raw(sql, [ops, limit, worker_id, now, now, now]))
+        tasks = list(Task.objects.raw(sql, [ops, limit, worker_id, now, now, now]))
     else:
         tasks = _claim_portable(worker_id, ops, limit, now)
     tasks.sort(key=lambda t: (-t.priority, t.pk))
@@ -147,29 +146,48 @@ def _running(task_id: int, attempt: int):
     return Task.objects.filter(pk=task_id, attempt=attempt, status=TaskStatus.RUNNING)
 
 
-def complete(task: Task, result: object, duration: float) -> bool:
-    """Record a successful run and release the task's waiting children.
+_COMPLETE_SQL = """
+WITH done AS (
+    UPDATE {table}
+    SET status = 'completed', result_data = %s, time = %s, finished = %s, updated = %s,
+        error = NULL
+    WHERE id = %s AND attempt = %s AND status = 'running'
+    RETURNING id
+), released AS (
+    UPDATE {table} SET waiting = false, updated = %s
+    WHERE parent_id IN (SELECT id FROM done) AND status = 'pending' AND waiting
+)
+SELECT count(*) FROM done
+"""
 
-    ``result`` must already be JSON-safe (see ``runner.encode_result``). Returns False,
-    and changes nothing, when this worker no longer owns the task.
+
+def complete(task: Task, result: object, duration: float) -> bool:
+    """Record a successful run and release the task's waiting children, atomically.
+
+    ``result`` must already be JSON-safe (see ``runner.run``). Returns False, and changes
+    nothing, when this worker no longer owns the task.
     """
     now = timezone.now()
-    with transaction.atomic():
-        done = _running(task.pk, task.attempt).update(
-            status=TaskStatus.COMPLETED, result_data=result, time=duration,
-            finished=now, updated=now, error=None,
-        )
-        if not done:
-            return _late("complete", task)
-        released = list(
-            Task.objects.filter(parent_id=task.pk, status=TaskStatus.PENDING, waiting=True)
-            .values_list("op", flat=True)
-        )
-        if released:
-            Task.objects.filter(parent_id=task.pk, waiting=True).update(waiting=False, updated=now)
-            notify.announce_new(released)
-        notify.announce_done(task.pk)
-    return True
+    if is_postgresql():
+        # the hot path: one statement, one round trip
+        data = Task._meta.get_field("result_data").get_db_prep_value(result, connection)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _COMPLETE_SQL.format(table=Task._meta.db_table),
+                [data, duration, now, now, task.pk, task.attempt, now],
+            )
+            done = cursor.fetchone()[0]
+    else:
+        with transaction.atomic():
+            done = _running(task.pk, task.attempt).update(
+                status=TaskStatus.COMPLETED, result_data=result, time=duration,
+                finished=now, updated=now, error=None,
+            )
+            if done:
+                Task.objects.filter(
+                    parent_id=task.pk, status=TaskStatus.PENDING, waiting=True
+                ).update(waiting=False, updated=now)
+    return bool(done) or _late("complete", task)
 
 
 def fail(task: Task, error: str, duration: float | None = None) -> bool:
@@ -188,7 +206,6 @@ def _finish_fenced(
         if not _running(task_id, attempt).update(**fields):
             return _late(status, Task(pk=task_id, attempt=attempt))
         _cancel_descendants(task_id, status)
-        notify.announce_done(task_id)
     return True
 
 
@@ -206,7 +223,6 @@ def requeue(task: Task, reason: str, count_attempt: bool = True) -> bool:
         if not _running(task.pk, task.attempt).update(**fields):
             return _late("requeue", task)
         TaskHeartbeat.objects.filter(task_id=task.pk).delete()
-        notify.announce_new([task.op])
     return True
 
 
@@ -222,10 +238,18 @@ def rescue(task: Task, reason: str) -> str | None:
 
 
 def heartbeat(task_id: int, attempt: int) -> bool:
-    """Refresh a running task's heartbeat; False when the task is no longer ours to run."""
+    """Refresh a running task's heartbeat; False when the task is no longer ours to run.
+
+    One fenced UPDATE in the usual case; the first beat of a task inserts the row.
+    """
+    now = timezone.now()
+    if TaskHeartbeat.objects.filter(
+        task_id=task_id, task__attempt=attempt, task__status=TaskStatus.RUNNING
+    ).update(timestamp=now):
+        return True
     if not _running(task_id, attempt).exists():
         return False
-    TaskHeartbeat.objects.update_or_create(task_id=task_id, defaults={"timestamp": timezone.now()})
+    TaskHeartbeat.objects.update_or_create(task_id=task_id, defaults={"timestamp": now})
     return True
 
 
@@ -250,7 +274,6 @@ def cancel(task_id: int, reason: str) -> bool:
         if not done:
             return False
         _cancel_descendants(task_id, TaskStatus.CANCELLED)
-        notify.announce_done(task_id)
     return True
 
 
@@ -270,8 +293,6 @@ def retry(task_id: int) -> bool:
             status=TaskStatus.PENDING, attempt=0, waiting=waiting, queue_id=None, error=None,
             result_data=None, time=None, claimed=None, started=None, finished=None, updated=now,
         )
-        if not waiting:
-            notify.announce_new([task.op])
     return True
 
 
@@ -291,8 +312,6 @@ def _cancel_descendants(task_id: int, outcome: str) -> None:
             Task.objects.filter(pk__in=[pk for pk, r in reasons.items() if r == reason]).update(
                 status=TaskStatus.CANCELLED, error=reason, finished=now, updated=now
             )
-        for pk in reasons:
-            notify.announce_done(pk)
         parents = {pk: f"parent task {pk} cancelled (task {task_id} {outcome})" for pk in reasons}
 
 

@@ -40,8 +40,8 @@ def first_line(text: str | None) -> str:
     return lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
 
 
-def timeout_error(task: Task) -> str:
-    return f"timed out: the task ran longer than its timeout of {task.timeout}s"
+def timeout_error(timeout: float) -> str:
+    return f"timed out: the task ran longer than its timeout of {timeout:g}s"
 
 
 def run(
@@ -54,7 +54,7 @@ def run(
         with guard:
             value = task.run(*task.param.get("args", []), **task.param.get("kwargs", {}))
     except TaskTimedOut:
-        return Outcome("timeout", time.monotonic() - started, error=timeout_error(task))
+        return Outcome("timeout", time.monotonic() - started, error=timeout_error(task.timeout))
     except Exception:
         return Outcome("failed", time.monotonic() - started, error=traceback.format_exc())
     duration = time.monotonic() - started

@@ -263,21 +263,51 @@ def test_replay_gives_the_command_the_same_options(replay_command, argv, where):
     assert json.loads(task.result) == expected
 
 
-def test_keyword_options_of_call_command_are_rebuilt(replay_command):
-    """call_command() has no argv: keywords become long options, and only those."""
-    task = queued(call_command(
-        "replay_test", "deploy", "web", count=2, tag=["a", "b"], dry_run=True, queue=True,
-        timeout=5, stdout=StringIO(),
-    ))
-    assert argv_of(task) == ["--count", "--count", "deploy", "web", "--tag=a", "--tag=b",
-                             "--dry-run"]
-    assert task.timeout == 5
+def test_a_keyword_option_is_not_replayed_so_the_call_is_refused(vegu, replay_command):
+    """call_command() keywords are not tokens: -Q refuses rather than drop them."""
+    with pytest.raises(CommandError, match=r"gives verbosity=1 where this call has 2.*"
+                                           r"call_command\('fullctl_promote_user', '--opt"):
+        call_command("fullctl_promote_user", "vegu", verbosity=2, queue=True)
+    with pytest.raises(CommandError, match="gives count=0 where this call has 2"):
+        call_command("replay_test", "deploy", "web", count=2, queue=True)
+    with pytest.raises(CommandError, match="gives dry_run=False where this call has True"):
+        call_command("replay_test", "deploy", "web", "-Q", dry_run=True)
+    assert not Task.objects.exists() and not is_superuser("vegu")
+
+
+def test_the_same_option_as_a_string_is_queued_and_replayed_exactly(vegu, replay_command):
+    task = queued(call_command("fullctl_promote_user", "--verbosity=2", "vegu", queue=True,
+                               stdout=StringIO()))
+    assert argv_of(task) == ["--verbosity=2", "vegu"]
+    assert run_queued().status == "completed" and is_superuser("vegu")
+
+    argv = ["--count", "--count", "deploy", "web", "--tag=a", "--tag=b", "--dry-run"]
+    task = queued(call_command("replay_test", *argv, queue=True, timeout=5, stdout=StringIO()))
+    assert argv_of(task) == argv and task.timeout == 5
     expected = direct_output("-cc", "deploy", "web", "--tag", "a", "--tag", "b", "-d")
     assert json.loads(run_queued().result) == expected
 
-    task = queued(call_command("replay_test", "db", "migrate", fake=True, mode="fast",
-                               queue=True, stdout=StringIO()))
-    assert argv_of(task) == ["--mode", "db", "migrate", "--fake"]
+
+def test_a_keyword_option_that_the_tokens_already_give_is_accepted(vegu):
+    task = queued(call_command("fullctl_promote_user", "vegu", verbosity=1, queue=True,
+                               stdout=StringIO()))
+    assert argv_of(task) == ["vegu"]
+
+
+def test_a_required_keyword_option_is_replayed_as_django_converts_it(monkeypatch):
+    """call_command() itself turns a required keyword option into tokens."""
+
+    class Required(CommandInterface):
+        def add_arguments(self, parser):
+            parser.add_argument("--name", required=True)
+
+        def run(self, *args, name, **options):
+            self.stdout.write(f"hello {name}")
+
+    monkeypatch.setitem(get_commands(), "required_test", Required())
+    task = queued(call_command("required_test", name="vegu", queue=True, stdout=StringIO()))
+    assert argv_of(task) == ["--name", "vegu"]
+    assert run_queued().result == "hello vegu\n"
 
 
 def test_a_call_that_cannot_be_replayed_is_refused_and_nothing_is_stored(
@@ -291,16 +321,16 @@ def test_a_call_that_cannot_be_replayed_is_refused_and_nothing_is_stored(
     assert not Task.objects.exists()
 
 
-def test_an_abbreviated_queue_option_is_not_replayed(vegu):
-    task = queued(call_command("fullctl_promote_user", "vegu", "--que", stdout=StringIO()))
-    assert argv_of(task) == ["vegu"]
-
-
-def test_dash_q_in_a_cluster_of_short_flags_still_replays_the_same_options(replay_command):
-    expected = direct_output("deploy", "web", "-d")
-    task = queued(call_command("replay_test", "deploy", "web", "-dQ", stdout=StringIO()))
-    assert argv_of(task) == ["deploy", "--dry-run", "web"]  # rebuilt: options first
-    assert json.loads(run_queued().result) == expected
+@pytest.mark.parametrize(
+    "argv",
+    [["deploy", "web", "-dQ"], ["deploy", "web", "--que"], ["deploy", "web", "-Q", "--time", "5"]],
+)
+def test_queue_options_that_cannot_be_cut_out_are_refused(replay_command, argv):
+    """-Q in a cluster, or an abbreviation, would stay in the replayed argv."""
+    with pytest.raises(CommandError, match="cannot be cut out.*write -Q/--queue and --timeout"
+                                           " apart"):
+        call_command("replay_test", *argv, stdout=StringIO())
+    assert not Task.objects.exists() and ReplayCommand.calls == []
 
 
 def test_strip_queue_tokens():

@@ -19,7 +19,7 @@ from example_tasks.models import (
     SumTask,
 )
 
-from django_fullctl import queue
+from django_fullctl import notify, queue
 from fullctl.django.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -81,7 +81,7 @@ def test_listener_connection_loss_is_repaired(start_poller, postgresql_only):
     final(SumTask.create_task(1, 1))
     listeners = (
         "FROM pg_stat_activity WHERE datname = current_database()"
-        " AND query LIKE 'LISTEN%%' AND pid <> pg_backend_pid()"
+        f" AND query = 'LISTEN {notify.NEW_CHANNEL}'"
     )
 
     def listening() -> bool:

@@ -4,26 +4,28 @@ It never runs a task itself. It notices a dead worker at once (its process senti
 and rescues that worker's task; it kills a worker whose task outlived its timeout; it
 sweeps orphaned tasks of vanished pods; on SIGTERM it drains (see ``begin_drain``).
 Everything it waits on — worker pipes, process sentinels, the LISTEN connection, the
-signal wake-up socket — goes through one ``wait()`` call per loop.
+signal wake-up socket — goes through one ``wait()`` call per loop. What a worker runs
+it reads from the worker's shared ``Slot``, so running a task costs it nothing.
 """
 
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 
 import psycopg
 from django.db import DatabaseError
 
 from django_fullctl import conf, notify, queue, runner
-from django_fullctl.models import Task, TaskStatus
+from django_fullctl.models import Task
 from django_fullctl.poller.logs import event
-from django_fullctl.poller.spawn import WorkerConfig, worker_main
+from django_fullctl.poller.spawn import Slot, WorkerConfig, worker_main
 from django_fullctl.poller.worker import close_connections
 
 # crashes within this window slow down the restarts (up to MAX_RESTART_DELAY)
@@ -46,34 +48,25 @@ class PollerOptions:
 
 
 @dataclass
-class TaskRef:
-    id: int
-    attempt: int
-    op: str
-    timeout: int | None
-    since: float
-
-    def as_task(self, max_attempts: int) -> Task:
-        return Task(pk=self.id, attempt=self.attempt, op=self.op, timeout=self.timeout,
-                    max_attempts=max_attempts, status=TaskStatus.RUNNING)
-
-
-@dataclass
 class WorkerHandle:
     process: multiprocessing.Process
     conn: Connection
-    id: str = ""
-    ready: bool = False
-    task: TaskRef | None = None
-    last_beat: float = field(default_factory=time.monotonic)
+    slot: Slot
+    id: str
+    # --workers mode: the (id, attempt) handed to this worker, until it reports it done
+    assigned: tuple[int, int] | None = None
     killed_for_timeout: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return self.assigned is not None or self.slot.read() is not None
 
 
 class Supervisor:
     def __init__(self, options: PollerOptions, ops: list[str]):
         self.options = options
         self.ops = tuple(ops)
-        self.id = conf.worker_id(unique=True)
+        self.id = conf.worker_id(pid=os.getpid())
         self.context = multiprocessing.get_context("spawn")
         self.handles: list[WorkerHandle] = []
         self.crashes: deque[float] = deque()
@@ -131,7 +124,7 @@ class Supervisor:
         """Stop claiming; running tasks may finish within the grace period."""
         self.draining = True
         self.drain_deadline = time.monotonic() + self.options.grace_period
-        busy = sum(1 for h in self.handles if h.task)
+        busy = sum(1 for h in self.handles if h.busy)
         event(f"{why}: draining", busy=busy, grace_period=f"{self.options.grace_period:g}s")
         for handle in self.handles:
             self.tell(handle, "drain")
@@ -192,46 +185,33 @@ class Supervisor:
         return self.listener
 
     def read(self, handle: WorkerHandle) -> None:
-        while True:
-            try:
-                if not handle.conn.poll():
-                    return
-                message = handle.conn.recv()
-            except (EOFError, OSError):
-                return
-            self.handle_message(handle, message)
-
-    def handle_message(self, handle: WorkerHandle, message: tuple) -> None:
-        kind = message[0]
-        handle.last_beat = time.monotonic()
-        if kind == "ready":
-            handle.id, handle.ready = message[1], True
-        elif kind == "claimed":
-            _, task_id, attempt, op, timeout = message
-            handle.task = TaskRef(task_id, attempt, op, timeout, time.monotonic())
-        elif kind == "done":
-            handle.task = None
-            self.fetch_now = True
+        """Messages from a ``--workers`` worker: ``("done", task_id)``."""
+        with contextlib.suppress(EOFError, OSError):
+            while handle.conn.poll():
+                if handle.conn.recv()[0] == "done":
+                    handle.assigned = None
+                    self.fetch_now = True
 
     def tell(self, handle: WorkerHandle, *message: object) -> None:
-        with contextlib.suppress(OSError, BrokenPipeError):
+        with contextlib.suppress(OSError):
             handle.conn.send(message)
 
     # -- workers ----------------------------------------------------------------
 
     def start_worker(self) -> WorkerHandle:
         parent_conn, child_conn = self.context.Pipe()
+        slot = Slot(self.context)
         config = WorkerConfig(
             self_claiming=bool(self.options.processes), ops=self.ops,
             max_tasks=self.options.max_tasks, poll_interval=self.options.poll_interval,
             log_format=self.options.log_format,
         )
         process = self.context.Process(
-            target=worker_main, args=(child_conn, config), name="fullctl-worker"
+            target=worker_main, args=(child_conn, slot, config), name="fullctl-worker"
         )
         process.start()
         child_conn.close()
-        handle = WorkerHandle(process, parent_conn)
+        handle = WorkerHandle(process, parent_conn, slot, conf.worker_id(pid=process.pid))
         self.handles.append(handle)
         return handle
 
@@ -252,7 +232,7 @@ class Supervisor:
             if code == 0 or handle.killed_for_timeout:
                 continue
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            event(f"worker died ({how})", logging.WARNING, worker=handle.id or handle.process.pid)
+            event(f"worker died ({how})", logging.WARNING, worker=handle.id)
             self.release(handle, "rescue", f"worker process {handle.id} died ({how})")
             self.note_crash()
 
@@ -268,45 +248,48 @@ class Supervisor:
 
     def release(self, handle: WorkerHandle, how: str, reason: str = "") -> None:
         """Give a stopped worker's tasks back: ``rescue`` (a crash: counts an attempt,
-        may fail the task) or ``requeue`` (a shutdown: no attempt used)."""
-        refs = [handle.task] if handle.task else []
-        handle.task = None
+        may fail the task) or ``requeue`` (a shutdown: no attempt used).
+
+        The database says what the worker held: a self-claiming worker's ``queue_id``
+        covers even a task it claimed but had not shown in its slot yet.
+        """
         try:
-            # also what it claimed but had not reported yet (self-claiming workers)
-            known = {ref.id for ref in refs}
-            if handle.id and self.options.processes:
-                for item in queue.running_tasks(queue_ids=[handle.id]):
-                    if item.id not in known:
-                        refs.append(TaskRef(item.id, item.attempt, item.op, None, 0.0))
-            for ref in refs:
-                task = Task.objects.filter(pk=ref.id).only("max_attempts").first()
-                stub = ref.as_task(task.max_attempts if task else 1)
+            if self.options.processes:
+                held = queue.running_tasks(queue_ids=[handle.id])
+            elif handle.assigned:
+                held = [t for t in queue.running_tasks(queue_ids=[self.id])
+                        if (t.id, t.attempt) == handle.assigned]
+            else:
+                held = []
+            for item in held:
                 if how == "rescue":
-                    outcome = queue.rescue(stub, reason)
+                    outcome = queue.rescue(item.as_task(), reason)
                 else:
-                    outcome = queue.requeue(stub, "poller shut down", count_attempt=False)
-                    outcome = outcome and "requeued"
+                    requeued = queue.requeue(item.as_task(), "poller shut down", False)
+                    outcome = "requeued" if requeued else None
                 if outcome:
-                    event(f"task {outcome}", task=ref.id, op=ref.op, worker=handle.id)
+                    event(f"task {outcome}", task=item.id, op=item.op, worker=handle.id)
         except DatabaseError as exc:
-            # the orphan sweep (or the operator) rescues it once the database is back
+            # the orphan sweep (or the operator) rescues them once the database is back
             event("could not release tasks", logging.WARNING, error=type(exc).__name__)
             close_connections()
+        handle.assigned = None
 
     def enforce_timeouts(self) -> None:
         """Kill a worker whose task ignored the soft stop, and fail that task."""
         grace = float(conf.get("TASK_TIMEOUT_KILL_GRACE_SECONDS"))
         now = time.monotonic()
         for handle in self.handles:
-            ref = handle.task
+            ref = handle.slot.read()
             if ref is None or not ref.timeout or now - ref.since < ref.timeout + grace:
                 continue
             handle.process.kill()
-            handle.task, handle.killed_for_timeout = None, True
-            event("task timed out, worker killed", logging.WARNING, task=ref.id, op=ref.op,
-                  worker=handle.id, timeout=ref.timeout)
+            handle.killed_for_timeout = True
+            event("task timed out, worker killed", logging.WARNING, task=ref.id,
+                  worker=handle.id, timeout=f"{ref.timeout:g}s")
             try:
-                queue.fail(ref.as_task(1), runner.timeout_error(ref.as_task(1)))
+                error = runner.timeout_error(ref.timeout)
+                queue.fail(Task(pk=ref.id, attempt=ref.attempt), error)
             except DatabaseError:
                 close_connections()
 
@@ -320,7 +303,7 @@ class Supervisor:
         if not self.fetch_now and now < self.next_fetch:
             return
         self.fetch_now, self.next_fetch = False, now + self.options.poll_interval
-        idle = [h for h in self.handles if h.task is None]
+        idle = [h for h in self.handles if not h.busy]
         capacity = self.options.workers - (len(self.handles) - len(idle))
         if capacity <= 0:
             return
@@ -332,7 +315,7 @@ class Supervisor:
             return
         for task in tasks:
             handle = idle.pop() if idle else self.start_worker()
-            handle.task = TaskRef(task.pk, task.attempt, task.op, task.timeout, time.monotonic())
+            handle.assigned = (task.pk, task.attempt)
             self.tell(handle, "run", task.pk, task.attempt)
 
     def sweep(self) -> None:
@@ -352,18 +335,19 @@ class Supervisor:
     # -- liveness ----------------------------------------------------------------
 
     def liveness(self) -> tuple[bool, dict]:
-        """Is this pod making progress? Judged from the loop and the workers' own reports,
+        """Is this pod making progress? Judged from the loop and the workers' own beats,
         never from the database (an outage must not restart every pod)."""
         now = time.monotonic()
         loop_age = now - self.loop_beat
         beat_limit = 3 * float(conf.get("TASK_TRACK_INTERVAL_SECONDS")) + 2
-        stuck = [h.id for h in self.handles if h.task and now - h.last_beat > beat_limit]
+        running = [(h, h.slot.read()) for h in self.handles]
+        stuck = [h.id for h, ref in running if ref and now - ref.last_beat > beat_limit]
         ok = loop_age < max(30.0, 3 * self.options.poll_interval) and not stuck
         return ok, {
             "status": "ok" if ok else "fail",
             "loop_age_seconds": round(loop_age, 1),
             "workers": len(self.handles),
-            "busy": sum(1 for h in self.handles if h.task),
+            "busy": sum(1 for _, ref in running if ref),
             "stuck_workers": stuck,
             "draining": self.draining,
         }

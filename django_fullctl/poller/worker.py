@@ -1,15 +1,16 @@
-"""A worker process: runs tasks one at a time and reports to its supervisor over a pipe.
+"""A worker process: runs tasks one at a time, showing its supervisor what it runs.
 
 In ``--processes`` mode the worker claims its own tasks (woken by LISTEN/NOTIFY, with a
 polling backstop); in ``--workers`` mode the supervisor claims and sends it task ids.
 A tracking thread writes the running task's heartbeat every
-``TASK_TRACK_INTERVAL_SECONDS``. Messages to the supervisor:
-``("ready", worker_id)``, ``("claimed", id, attempt, op, timeout)``, ``("beat", id)``,
-``("done", id, status)``; from it: ``("drain",)`` and ``("run", id, attempt)``.
+``TASK_TRACK_INTERVAL_SECONDS``. The running task and the beats go to a shared ``Slot``;
+the pipe carries ``("drain",)`` and ``("run", id, attempt)`` from the supervisor, and
+``("done", id)`` back in ``--workers`` mode (that frees capacity at once).
 """
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -23,27 +24,22 @@ from django.db import DatabaseError, connections
 from django_fullctl import conf, notify, queue, runner
 from django_fullctl.models import Task, TaskStatus
 from django_fullctl.poller.logs import event
-from django_fullctl.poller.spawn import WorkerConfig
+from django_fullctl.poller.spawn import Slot, WorkerConfig
 
 
 class Worker:
-    def __init__(self, conn: Connection, config: WorkerConfig):
+    def __init__(self, conn: Connection, slot: Slot, config: WorkerConfig):
         self.conn = conn
+        self.slot = slot
         self.config = config
-        self.id = conf.worker_id(unique=True)
+        self.id = conf.worker_id(pid=os.getpid())
         self.draining = False
         self.done = 0
-        self._send_lock = threading.Lock()
-        self.tracker = HeartbeatTracker(self.send)
+        self.tracker = HeartbeatTracker(slot)
         self.listener: psycopg.Connection | None = None
-
-    def send(self, *message: Any) -> None:
-        with self._send_lock, contextlib.suppress(OSError):
-            self.conn.send(message)
 
     def serve(self) -> None:
         self.tracker.start()
-        self.send("ready", self.id)
         event("worker started", worker=self.id)
         reason = "drained"
         while not self.draining:
@@ -134,14 +130,18 @@ class Worker:
     # -- running ----------------------------------------------------------------
 
     def process(self, task: Task) -> None:
-        self.send("claimed", task.pk, task.attempt, task.op, task.timeout)
+        self.slot.start(task.pk, task.attempt, task.timeout)
         event("task claimed", task=task.pk, op=task.op, worker=self.id, attempt=task.attempt)
         self.tracker.track(task)
         outcome = runner.run(task, watchdog=soft_timeout)
-        self.tracker.track(None)
+        self.slot.stop_enforcing_timeout()
         recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
+        self.tracker.track(None)
+        self.slot.clear()
         self.done += 1
-        self.send("done", task.pk, outcome.status)
+        if not self.config.self_claiming:
+            with contextlib.suppress(OSError):
+                self.conn.send(("done", task.pk))
         fields = {"task": task.pk, "op": task.op, "worker": self.id}
         if not recorded:
             event("task outcome discarded: no longer ours", logging.WARNING, **fields)
@@ -173,19 +173,20 @@ def soft_timeout(task: Task) -> Iterator[None]:
 
 
 class HeartbeatTracker(threading.Thread):
-    """Writes the running task's heartbeat; reports each beat to the supervisor, even when
+    """Writes the running task's heartbeat; shows each beat to the supervisor, even when
     the database is away, so liveness reflects this process and not the database."""
 
-    def __init__(self, report: Callable[..., None]):
+    def __init__(self, slot: Slot):
         super().__init__(name="heartbeat", daemon=True)
-        self.report = report
+        self.slot = slot
         self.current: tuple[int, int] | None = None
         self.wake = threading.Event()
         self.stopping = False
 
     def track(self, task: Task | None) -> None:
+        """Follow ``task`` (None: nothing). The first beat comes within one interval: the
+        claim's ``started`` covers the time before it, and short tasks never need one."""
         self.current = (task.pk, task.attempt) if task is not None else None
-        self.wake.set()
 
     def stop(self) -> None:
         self.stopping = True
@@ -208,7 +209,7 @@ class HeartbeatTracker(threading.Thread):
         except DatabaseError as exc:
             event("heartbeat not written", logging.WARNING, task=task_id, error=type(exc).__name__)
             close_connections()
-        self.report("beat", task_id)
+        self.slot.beat()
 
 
 def close_connections() -> None:
