@@ -1,7 +1,6 @@
 """The documented task API: defining, creating, limiting, running, reading results."""
 
 import pytest
-from conftest import run_threads
 from django.db import models, transaction
 from django.test.utils import isolate_apps, override_settings
 from example_tasks.models import (
@@ -11,6 +10,7 @@ from example_tasks.models import (
     SumTask,
     UnstorableResultTask,
 )
+from helpers import run_threads
 
 from django_fullctl import conf, queue, registry, runner
 from django_fullctl.exceptions import TaskNotRegistered, TaskRegistrationError

@@ -10,7 +10,6 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from conftest import test_database_url
 from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands, load_command_class
 from django.core.management.base import CommandError
@@ -18,6 +17,7 @@ from django.db import connection
 from django.test.utils import override_settings
 from django.utils import timezone
 from example_tasks.models import EchoTask, FailTask, SumTask
+from helpers import test_database_url
 
 from django_fullctl import queue, runner
 from django_fullctl.commands import CommandTask

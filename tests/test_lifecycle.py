@@ -6,10 +6,10 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
-from conftest import run_threads
 from django.db import connections
 from django.test.utils import override_settings
 from example_tasks.models import EchoTask, FailTask, NoopTask, SumTask
+from helpers import run_threads
 
 from django_fullctl import queue, runner
 from django_fullctl.exceptions import TaskStateError

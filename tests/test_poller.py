@@ -8,7 +8,6 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import wait_for
 from django.db import connection
 from example_tasks.models import (
     CrashTask,
@@ -18,6 +17,7 @@ from example_tasks.models import (
     StubbornTask,
     SumTask,
 )
+from helpers import wait_for
 
 from django_fullctl import notify, queue
 from fullctl.django.models import Task

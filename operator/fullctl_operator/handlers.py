@@ -1,0 +1,80 @@
+"""kopf wiring, nothing else: settings at startup, one timer per TaskPool, a liveness probe.
+
+Only TaskPools get a handler (and so kopf's finalizer): Deployments and Pods are read
+through the API client in ``kube``, never watched with timers or daemons, which would put
+kopf's finalizer on them and leave them stuck in Terminating without the operator.
+
+Import this module after ``django.setup()`` (the entry points do): the timer's interval is
+the ``TASK_OPERATOR_INTERVAL_SECONDS`` setting, read at import.
+"""
+
+import logging
+from typing import Any
+
+import kopf
+
+from django_fullctl import conf
+from fullctl_operator import observe, reconcile
+
+GROUP, VERSION, PLURAL = "tasks.fullctl.io", "v1", "taskpools"
+PREFIX = "tasks.fullctl.io"
+INTERVAL = float(conf.get("TASK_OPERATOR_INTERVAL_SECONDS"))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # no cluster-wide CRD/namespace discovery: the Role is namespaced and grants no more
+    settings.scanning.disabled = True
+    # our own marks on our own objects (TaskPools only)
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.persistence.progress_storage = kopf.SmartProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    # Events for what the operator does (kopf.info/kopf.warn), not for every log line
+    settings.posting.enabled = True
+    settings.posting.loggers = False
+    settings.posting.level = logging.INFO
+    # on shutdown, let a tick in flight finish (it takes milliseconds) rather than cancel it
+    # between deleting a stale pod and rescuing its task
+    settings.background.instant_exit_timeout = 1.0
+    # the operator logs one line per decision; kopf's "Timer 'size' succeeded." after every
+    # tick of every pool would double the volume and say nothing
+    logging.getLogger("kopf.objects").addFilter(_quiet_timer_success)
+    # one snapshot of the queue serves every pool ticking within the same interval
+    memo.fullctl = reconcile.OperatorState(observe.QueueCache(max_age=INTERVAL * 0.9))
+
+
+def _quiet_timer_success(record: logging.LogRecord) -> bool:
+    return record.getMessage() != "Timer 'size' succeeded."
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id="size", interval=INTERVAL, backoff=INTERVAL)
+async def size_pool(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    namespace: str,
+    uid: str,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    logger: kopf.Logger,
+    **_: Any,
+) -> None:
+    """Size the pool's Deployment and restart its stale pods (see ``reconcile.tick``)."""
+    await reconcile.tick(
+        state=memo.fullctl, body=body, spec=spec, status=status, namespace=namespace,
+        uid=uid, generation=meta.get("generation"), patch=patch,
+        now=observe.now_utc(), logger=logger,
+    )
+
+
+@kopf.on.probe(id="queue")
+def queue_probe(memo: kopf.Memo, **_: Any) -> dict[str, Any]:
+    """Shown on the liveness endpoint; never fails it (the database may be briefly away)."""
+    state: reconcile.OperatorState | None = getattr(memo, "fullctl", None)
+    snapshot = state.snapshots.last if state else None
+    if snapshot is None:
+        return {"read": False}
+    return {"read": True, "error": snapshot.error, "age": round(snapshot.age, 1)}

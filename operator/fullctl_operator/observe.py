@@ -1,0 +1,177 @@
+"""Reading the world for a tick: the queue (through ``django_fullctl.queue``) and the cluster.
+
+The database is read once for all pools: one grouped ``counts_by_op()`` and one
+``running_tasks()`` per snapshot, shared by every pool whose tick falls within the
+snapshot's lifetime (a little under one interval). The ORM is synchronous, so it runs in
+a worker thread with Django's connection hygiene around it.
+"""
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from django.db import DatabaseError, close_old_connections
+
+from django_fullctl import queue, registry
+from fullctl_operator import kube
+from fullctl_operator.decisions import DELETION_COST, Deployment, Pod, parse_time
+from fullctl_operator.pool import PoolSpec
+
+T = TypeVar("T")
+
+
+# -- the database ---------------------------------------------------------------
+
+
+async def in_db_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run ORM work in a thread, dropping connections that broke or outlived CONN_MAX_AGE."""
+
+    def call() -> T:
+        close_old_connections()
+        try:
+            return fn(*args)
+        finally:
+            close_old_connections()
+
+    return await asyncio.to_thread(call)
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    """The queue at one moment; ``counts`` is None (and ``error`` set) when unreadable."""
+
+    counts: Mapping[str, Mapping[str, int]] | None
+    running: tuple[queue.RunningTask, ...]
+    error: str | None
+    taken: float  # time.monotonic()
+
+    @property
+    def age(self) -> float:
+        return time.monotonic() - self.taken
+
+
+def read_queue() -> QueueSnapshot:
+    """The two queries of a tick. A database error is a result, not an exception."""
+    try:
+        counts = queue.counts_by_op()
+        running = tuple(queue.running_tasks())
+    except DatabaseError as exc:
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        return QueueSnapshot(None, (), error[:300], time.monotonic())
+    return QueueSnapshot(counts, running, None, time.monotonic())
+
+
+class QueueCache:
+    """Share one snapshot between the pools' timers; concurrent ticks wait for one query."""
+
+    def __init__(self, max_age: float):
+        self.max_age = max_age
+        self._snapshot: QueueSnapshot | None = None
+        self._stale = True
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> QueueSnapshot:
+        async with self._lock:
+            snapshot = self._snapshot
+            if self._stale or snapshot is None or snapshot.age >= self.max_age:
+                snapshot = self._snapshot = await in_db_thread(read_queue)
+                self._stale = False
+            return snapshot
+
+    @property
+    def last(self) -> QueueSnapshot | None:
+        return self._snapshot
+
+    def invalidate(self) -> None:
+        """Read afresh next time (after the operator itself changed tasks, e.g. a rescue)."""
+        self._stale = True
+
+
+def pool_ops(pool: PoolSpec) -> frozenset[str]:
+    """Ops the pool's pods could claim: qualifiers under its settings, narrowed by ``ops``."""
+    ops = frozenset(registry.qualified_ops(pool.settings))
+    return ops & pool.ops if pool.ops is not None else ops
+
+
+# -- the cluster ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeploymentView:
+    deployment: Deployment
+    selector: Mapping[str, Any]
+
+
+async def read_deployment(namespace: str, name: str) -> DeploymentView | None:
+    raw = await kube.get_deployment(namespace, name)
+    if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
+        return None
+    spec = raw.get("spec") or {}
+    replicas = spec.get("replicas")
+    replicas = 1 if replicas is None else int(replicas)  # the API server's default
+    current = (raw.get("status") or {}).get("replicas")
+    return DeploymentView(
+        Deployment(name, replicas, replicas if current is None else int(current)),
+        spec.get("selector") or {},
+    )
+
+
+async def read_pods(namespace: str, selector: Mapping[str, Any]) -> tuple[Pod, ...]:
+    """The Deployment's pods. The selector is applied here too: a server (or kmock) that
+    ignores ``labelSelector`` must not hand another Deployment's pods to the decisions."""
+    if not selector.get("matchLabels") and not selector.get("matchExpressions"):
+        return ()  # an empty selector would select every pod of the namespace
+    items = await kube.list_pods(namespace, selector_query(selector))
+    pods = []
+    for item in items:
+        meta = item.get("metadata") or {}
+        if not selector_matches(meta.get("labels") or {}, selector):
+            continue
+        pods.append(Pod(
+            name=meta.get("name", ""),
+            created=parse_time(meta.get("creationTimestamp")),
+            terminating=bool(meta.get("deletionTimestamp")),
+            deletion_cost=(meta.get("annotations") or {}).get(DELETION_COST),
+        ))
+    return tuple(sorted(pods, key=lambda pod: pod.name))
+
+
+def selector_matches(labels: Mapping[str, str], selector: Mapping[str, Any]) -> bool:
+    """Kubernetes label selector semantics: matchLabels and matchExpressions, all must hold."""
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = expression.get("values") or []
+        if operator == "In" and labels.get(key) not in values:
+            return False
+        if operator == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if operator == "Exists" and key not in labels:
+            return False
+        if operator == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def selector_query(selector: Mapping[str, Any]) -> str:
+    """The ``labelSelector`` query string for the same selector."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = ",".join(expression.get("values") or [])
+        parts.append({
+            "In": f"{key} in ({values})",
+            "NotIn": f"{key} notin ({values})",
+            "Exists": f"{key}",
+            "DoesNotExist": f"!{key}",
+        }.get(operator, ""))
+    return ",".join(p for p in parts if p)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

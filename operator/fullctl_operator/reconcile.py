@@ -1,0 +1,122 @@
+"""One tick for one TaskPool: observe, decide (``decisions.plan``), act, report.
+
+Level-triggered: nothing is remembered between ticks except what the status holds (and a
+copy of the last status written, in case kopf's view of the object lags behind our own
+patch), so a restarted operator picks up where the last one left off.
+"""
+
+import logging
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from django_fullctl import queue
+from fullctl_operator import kube, observe
+from fullctl_operator.decisions import DELETION_COST, Observed, Plan, StalePod, plan
+from fullctl_operator.pool import parse_spec
+from fullctl_operator.status import build_status, lower_since, status_patch
+
+log = logging.getLogger("fullctl_operator")
+
+
+@dataclass
+class OperatorState:
+    """Per-operator memory (kept in kopf's ``memo``): the shared queue snapshot and the
+    last status each pool was given."""
+
+    snapshots: observe.QueueCache
+    statuses: MutableMapping[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a tick did (the timer handler ignores it: kopf would store a returned value)."""
+
+    plan: Plan
+    scaled_to: int | None
+    restarted: str | None
+    status_patch: dict[str, Any]
+
+
+async def tick(
+    *,
+    state: OperatorState,
+    body: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    status: Mapping[str, Any],
+    namespace: str,
+    uid: str,
+    generation: int | None,
+    patch: Any,
+    now: datetime,
+    logger: logging.Logger | logging.LoggerAdapter = log,
+) -> Outcome:
+    pool = parse_spec(spec)
+    previous = {**status, **state.statuses.get(uid, {})}
+
+    view = await observe.read_deployment(namespace, pool.deployment) if pool.deployment else None
+    pods = await observe.read_pods(namespace, view.selector) if view else ()
+    snapshot = await state.snapshots.get()
+    observed = Observed(
+        deployment=view.deployment if view else None,
+        pods=pods,
+        counts=snapshot.counts,
+        running=snapshot.running,
+        ops=observe.pool_ops(pool),
+        db_error=snapshot.error,
+    )
+    decided = plan(pool, observed, lower_since(previous), now)
+    # one line per decision (kopf's logger names the pool); a repeated one only at debug
+    changed = decided.decision != previous.get("lastDecision") or decided.scale_to is not None
+    logger.log(logging.INFO if changed else logging.DEBUG, "%s", decided.decision)
+
+    for pod_name, cost in decided.annotate.items():
+        await kube.annotate_pod(namespace, pod_name, {DELETION_COST: cost})
+    if decided.scale_to is not None:
+        await kube.patch_scale(namespace, pool.deployment, decided.scale_to)
+        kopf.info(body, reason="Scaled", message=decided.decision)
+    restarted = None
+    if decided.restart is not None:
+        restarted = await _restart(namespace, decided.restart, pool.stale_heartbeat, body, logger)
+        state.snapshots.invalidate()
+
+    current = view.deployment.current if view else None
+    new_status = build_status(
+        decided, previous, generation=generation, current_replicas=current,
+        scaled=decided.scale_to is not None, restarted=1 if restarted else 0, now=now,
+    )
+    changes = status_patch(status, new_status)
+    for key, value in changes.items():
+        patch.status[key] = value
+    state.statuses[uid] = new_status
+    return Outcome(decided, decided.scale_to, restarted, changes)
+
+
+async def _restart(
+    namespace: str, victim: StalePod, threshold: float, body: Mapping[str, Any], logger: Any
+) -> str:
+    """Delete the stale pod (normal grace period), then rescue its tasks, fenced.
+
+    The pod goes first: once it is gone nothing can still be running the tasks, and if the
+    rescue fails (database away) the pollers' orphan sweep rescues them later.
+    """
+    await kube.delete_pod(namespace, victim.name)
+    reason = f"pod {victim.name} restarted by the operator: no heartbeat for {threshold:g}s"
+    outcomes = []
+    for task in victim.tasks:
+        try:
+            outcome = await observe.in_db_thread(queue.rescue, task.as_task(), reason)
+        except Exception as exc:  # the pod is gone; the pollers' sweep will rescue it
+            logger.warning("could not rescue task %s: %s", task.id, exc)
+            outcome = "left for the orphan sweep"
+        outcomes.append(f"task {task.id} {outcome or 'already handled'}")
+    message = (
+        f"deleted pod {victim.name}: its tasks sent no heartbeat for {victim.silent_for:.0f}s "
+        f"({', '.join(outcomes)})"
+    )
+    kopf.warn(body, reason="RestartedPod", message=message)
+    logger.warning("%s", message)
+    return victim.name

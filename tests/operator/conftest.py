@@ -1,0 +1,53 @@
+"""Fixtures of the operator's tests: the emulator on a real port and the real kopf operator
+in the test's event loop (see harness.py for what they are made of)."""
+
+import asyncio
+import warnings
+
+import harness
+import kmock
+import kopf
+import pytest
+from harness import NAMESPACE, TASKPOOLS, Emulator, Operator
+
+
+@pytest.fixture
+async def cluster():
+    """A Kubernetes API emulator on a real port, with the resources the operator uses."""
+    async with Emulator() as emulator, kmock.Server(emulator) as server:
+        with warnings.catch_warnings():  # kmock 0.8 uses a deprecated importlib call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            emulator.resources.load_bundled()
+        emulator.resources[TASKPOOLS] = {
+            "kind": "TaskPool", "singular": "taskpool", "namespaced": True,
+            "shortnames": {"tp"}, "subresources": {"status"},
+            "verbs": {"create", "delete", "get", "list", "patch", "update", "watch"},
+        }
+        harness.cluster_url = str(server.url).rstrip("/")
+        try:
+            yield emulator
+        finally:
+            harness.cluster_url = None
+
+
+
+@pytest.fixture
+async def operator(cluster: Emulator):
+    """The real kopf operator (all registered handlers) in this event loop."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    memo = kopf.Memo()
+    # kopf cancels every task of the loop that appeared after it started when it stops:
+    # the tasks that pytest-asyncio creates later for this fixture's teardown are added
+    # to the ignored ones before stopping it
+    ignored = set(asyncio.all_tasks())
+    tasks = await kopf.spawn_tasks(
+        standalone=True, namespaces=[NAMESPACE], stop_flag=stop, ready_flag=ready, memo=memo,
+    )
+    runner = asyncio.create_task(kopf.run_tasks(tasks, ignored=ignored))
+    await asyncio.wait_for(ready.wait(), timeout=15)
+    try:
+        yield Operator(memo)
+    finally:
+        ignored.update(asyncio.all_tasks() - set(tasks))
+        stop.set()
+        await asyncio.wait_for(runner, timeout=15)

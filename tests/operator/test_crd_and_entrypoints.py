@@ -1,0 +1,164 @@
+"""The CRD's schema against what the operator writes, the shared queue snapshot, and the
+two entry points (``python -m fullctl_operator`` and ``manage.py fullctl_operator``)."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import jsonschema
+import pytest
+import yaml
+from example_tasks.models import NoopTask
+from fullctl_operator import observe
+from fullctl_operator.decisions import Condition, Plan
+from fullctl_operator.status import build_status
+from harness import (
+    DEPLOYMENTS,
+    NAMESPACE,
+    Emulator,
+    create_taskpool,
+    deployment,
+    replicas,
+    taskpool,
+    until,
+    validate_taskpool,
+)
+from helpers import test_database_url
+
+ROOT = Path(__file__).parents[2]
+
+
+# -- the CRD ---------------------------------------------------------------------------
+
+
+def test_the_status_the_operator_writes_fits_the_crd():
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    decided = Plan("scaling up 1 -> 3", (Condition("Ready", True, "Sizing"),), pending=9,
+                   running=1, desired=3, scale_to=3, lower_since=now, busy=1)
+    status = build_status(decided, {}, generation=2, current_replicas=1, scaled=True,
+                          restarted=1, now=now)
+    body = taskpool("pool", "workers")
+    body["status"] = {k: v for k, v in status.items() if v is not None}
+    validate_taskpool(body)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"minReplicas": -1}, {"tasksPerReplica": 0}, {"staleHeartbeatSeconds": 0},
+     {"deployment": "Not_A_Name"}, {"paused": "yes"}],
+)
+def test_the_crd_refuses_bad_specs(bad):
+    body = taskpool("pool", "workers")
+    body["spec"].update(bad)
+    with pytest.raises(jsonschema.ValidationError):
+        validate_taskpool(body)
+
+
+# -- one database read for every pool of a tick ----------------------------------------
+
+
+async def test_pools_ticking_together_share_one_queue_read(monkeypatch):
+    reads = []
+
+    def read_queue():
+        reads.append(1)
+        time.sleep(0.05)  # a query takes a moment: the other pools wait for it
+        return observe.QueueSnapshot({}, (), None, time.monotonic())
+
+    monkeypatch.setattr(observe, "read_queue", read_queue)
+    cache = observe.QueueCache(max_age=60)
+    snapshots = await asyncio.gather(*(cache.get() for _ in range(5)))
+    assert len(reads) == 1 and all(s is snapshots[0] for s in snapshots)
+    cache.invalidate()  # after a rescue the next tick reads afresh
+    await cache.get()
+    assert len(reads) == 2
+
+
+# -- entry points ----------------------------------------------------------------------
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "example"), str(ROOT)])
+    env.update(extra)
+    return env
+
+
+def test_python_m_requires_the_django_settings_module():
+    done = subprocess.run([sys.executable, "-m", "fullctl_operator", "--standalone"],
+                          env=child_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "DJANGO_SETTINGS_MODULE" in done.stderr
+
+
+def test_manage_py_hands_the_options_to_kopf():
+    done = subprocess.run(
+        [sys.executable, "manage.py", "fullctl_operator", "--help"], cwd=ROOT / "example",
+        env=child_env(DJANGO_SETTINGS_MODULE="example_project.settings"),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    for option in ("--namespace", "--standalone", "--liveness", "--verbose"):
+        assert option in done.stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_python_m_runs_the_operator_and_exits_cleanly_on_sigterm(cluster: Emulator,
+                                                                       tmp_path: Path):
+    """The production entry point end to end: kopf's own login (kubeconfig here, the
+    service account in a pod), options handed through, liveness, SIGTERM."""
+    url = str(cluster.url).rstrip("/")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+        "users": [{"name": "nobody", "user": {}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "nobody"}}],
+    }))
+    cluster.put(DEPLOYMENTS, deployment("cli-workers", 1))
+    await create_taskpool(cluster, taskpool("cli", "cli-workers", maxReplicas=5))
+    await observe.in_db_thread(lambda: [NoopTask.create_task() for _ in range(20)])
+
+    port = free_port()
+    log = tmp_path / "operator.log"
+    with log.open("wb") as out:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "fullctl_operator", "--standalone", "--namespace", NAMESPACE,
+            f"--liveness=http://127.0.0.1:{port}/healthz",
+            env=child_env(
+                DJANGO_SETTINGS_MODULE="example_project.settings",
+                DATABASE_URL=test_database_url(), KUBECONFIG=str(kubeconfig),
+                FULLCTL_POOL_SETTINGS=json.dumps({"TASK_OPERATOR_INTERVAL_SECONDS": 0.5}),
+            ),
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+        try:
+            await until(lambda: replicas(cluster, "cli-workers") == 5 or child.returncode,
+                        timeout=40)
+            assert replicas(cluster, "cli-workers") == 5, log.read_text()
+            async with aiohttp.ClientSession() as session, \
+                    session.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert response.status == 200
+                assert (await response.json())["queue"]["read"] is True
+            child.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(child.wait(), timeout=30)
+        finally:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    assert code == 0, log.read_text()
