@@ -1117,3 +1117,16 @@ def test_dockerfile():
     assert ignore[ignore.index("*") + 1 :][:1], ".dockerignore: allow-list after '*'"
     for needed in ("!pyproject.toml", "!django_fullctl/", "!fullctl/", "!operator/", "!example/"):
         assert needed in ignore, needed
+
+
+def test_readme_kubernetes_commands_are_the_guides():
+    """The README's Kubernetes section only uses commands that the guide has (and that the
+    tests above render and check)."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## On Kubernetes"):].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.S)
+    commands = [line for block in blocks for line in block.splitlines() if line.strip()]
+    assert commands
+    guide, _ = docs()
+    for command in commands:
+        assert command in guide, f"README command not in docs/kubernetes.md: {command}"
