@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -17,7 +19,7 @@ from example_tasks.models import (
     StubbornTask,
     SumTask,
 )
-from helpers import wait_for
+from helpers import EXAMPLE_DIR, test_database_url, wait_for
 
 from django_fullctl import notify, queue
 from fullctl.django.models import Task
@@ -280,3 +282,22 @@ def test_database_outage_is_ridden_out(start_poller, db_proxy, unused_tcp_port):
     for task in tasks:
         assert final(task).status == "completed"
     assert poller.process.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "-1"], "--processes must not be negative"),
+        (["-w", "0"], "give --processes or --workers a value above 0"),
+        (["-p", "1", "--poll-interval", "0"], "--poll-interval must be positive"),
+        (["-p", "two"], "invalid int value"),
+    ],
+)
+def test_bad_options_are_refused_clearly(args, message):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "fullctl_poll_tasks", *args],
+        cwd=EXAMPLE_DIR, env={**os.environ, "DATABASE_URL": test_database_url()},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr

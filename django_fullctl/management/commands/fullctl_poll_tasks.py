@@ -35,7 +35,9 @@ class Command(BaseCommand):
                 raise CommandError(f"{name} must not be negative")
         if not processes and not workers:
             raise CommandError("give --processes or --workers a value above 0")
-        poll_interval = options["poll_interval"] or float(conf.get("TASK_POLL_INTERVAL_SECONDS"))
+        poll_interval = options["poll_interval"]
+        if poll_interval is None:
+            poll_interval = float(conf.get("TASK_POLL_INTERVAL_SECONDS"))
         if poll_interval <= 0:
             raise CommandError("--poll-interval must be positive")
         logs.configure(options["log_format"])
