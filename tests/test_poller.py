@@ -301,3 +301,30 @@ def test_bad_options_are_refused_clearly(args, message):
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_database_refusing_writes_is_ridden_out(start_poller, postgresql_only):
+    """What a full disk looks like from here: every write fails, reads still work."""
+    poller = start_poller("-p", "1", "--poll-interval", "0.5")
+    assert final(SumTask.create_task(1, 1)).result == 2
+
+    def set_read_only(on: bool) -> None:
+        with connection.cursor() as cursor:
+            name = connection.settings_dict["NAME"]
+            action = "SET default_transaction_read_only = on" if on else "RESET ALL"
+            cursor.execute(f'ALTER DATABASE "{name}" {action}')
+            cursor.execute(  # the poller's sessions reconnect with the new default
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    set_read_only(True)
+    try:
+        task = SumTask.create_task(2, 2)  # this session was opened before: it may still write
+        poller.wait_for_log("database unavailable, retrying")
+        task.refresh_from_db()
+        assert task.status == "pending"
+    finally:
+        set_read_only(False)
+    assert final(task).result == 4
+    assert poller.process.poll() is None
