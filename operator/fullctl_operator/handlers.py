@@ -4,6 +4,10 @@ Only TaskPools get a handler (and so kopf's finalizer): Deployments and Pods are
 through the API client in ``kube``, never watched with timers or daemons, which would put
 kopf's finalizer on them and leave them stuck in Terminating without the operator.
 
+Logging in is kopf's own (its default login handler, through the ``kubernetes`` client);
+the operator's client (``kube.Cluster``, ``kubernetes.aio``) is configured the same way at
+startup and closed at cleanup.
+
 Import this module after ``django.setup()`` (the entry points do): the timer's interval is
 the ``TASK_OPERATOR_INTERVAL_SECONDS`` setting, read at import.
 """
@@ -12,9 +16,10 @@ import logging
 from typing import Any
 
 import kopf
+from kubernetes.aio.config import ConfigException
 
 from django_fullctl import conf
-from fullctl_operator import observe, reconcile
+from fullctl_operator import kube, observe, reconcile
 
 GROUP, VERSION, PLURAL = "tasks.fullctl.io", "v1", "taskpools"
 PREFIX = "tasks.fullctl.io"
@@ -22,7 +27,7 @@ INTERVAL = float(conf.get("TASK_OPERATOR_INTERVAL_SECONDS"))
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # no cluster-wide CRD/namespace discovery: the Role is namespaced and grants no more
     settings.scanning.disabled = True
     # our own marks on our own objects (TaskPools only)
@@ -41,8 +46,23 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # the operator logs one line per decision; kopf's "Timer 'size' succeeded." after every
     # tick of every pool would double the volume and say nothing
     logging.getLogger("kopf.objects").addFilter(_quiet_timer_success)
+    # the operator's own API client, configured as kopf's login is (kube.py); with neither
+    # a service account nor a kubeconfig there is nothing to retry, as for kopf's login
+    try:
+        cluster = await kube.Cluster.connect()
+    except ConfigException as exc:
+        raise kopf.PermanentError(
+            f"no Kubernetes configuration, neither in-cluster nor from a kubeconfig: {exc}"
+        ) from exc
     # one snapshot of the queue serves every pool ticking within the same interval
-    memo.fullctl = reconcile.OperatorState(observe.QueueCache(max_age=INTERVAL * 0.9))
+    memo.fullctl = reconcile.OperatorState(observe.QueueCache(max_age=INTERVAL * 0.9), cluster)
+
+
+@kopf.on.cleanup()
+async def disconnect(memo: kopf.Memo, **_: Any) -> None:
+    state: reconcile.OperatorState | None = getattr(memo, "fullctl", None)
+    if state is not None:
+        await state.cluster.close()
 
 
 def _quiet_timer_success(record: logging.LogRecord) -> bool:

@@ -4,153 +4,119 @@ Every call here is one line of the Role in the Helm chart (see docs/operator.md)
 Deployment, patch its scale, list pods, patch a pod's annotations, delete a pod. kopf
 makes the TaskPool calls (list/watch/patch, status patch) and posts the events.
 
-Credentials: the operator uses exactly what kopf logged in with (its login handlers:
-in-cluster service account or kubeconfig in production, the emulator in the tests), taken
-from kopf's credentials vault, so there is one login and one re-login on a 401. The
-vault's context variable is the one piece of kopf's internals used; it is isolated in
-``_vault()``. Plain JSON over aiohttp (kopf's own HTTP stack) keeps the objects as the
-dicts the decisions read, with no model layer between the operator and the API.
+The client is the official ``kubernetes.aio``, configured the way kopf's default login
+configures the ``kubernetes`` client: the pod's service account, else the kubeconfig
+(``KUBECONFIG`` or ``~/.kube/config``); a 401 loads the configuration again, once. The
+generated ``*_without_preload_content`` methods are used: the answers stay the JSON the
+API server sent, the plain dicts that ``observe`` reads, with no model layer between.
 """
 
+import asyncio
 import json
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Self
 
-import aiohttp
-import kopf
+from kubernetes.aio import config
+from kubernetes.aio.client import ApiClient, ApiException, AppsV1Api, Configuration, CoreV1Api
+from kubernetes.aio.client.rest import RESTResponseType
 
-TIMEOUT = aiohttp.ClientTimeout(total=30)
+TIMEOUT = 30.0  # seconds, for one request
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "fullctl-operator"
 
 
-class KubeError(Exception):
-    """An API call failed; ``status`` is the HTTP status (0 when there was no answer)."""
+async def load_configuration() -> Configuration:
+    """In a pod its service account, elsewhere the kubeconfig: as kopf's default login."""
+    configuration = Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except config.ConfigException:
+        await config.load_kube_config(client_configuration=configuration)
+    return configuration
 
-    def __init__(self, status: int, message: str):
-        super().__init__(f"HTTP {status}: {message}" if status else message)
-        self.status = status
+
+async def new_api_client() -> ApiClient:
+    api = ApiClient(await load_configuration())
+    api.user_agent = USER_AGENT
+    return api
 
 
-class _Session:
-    """One aiohttp session per set of credentials; kopf's vault closes it on re-login."""
+class Cluster:
+    """The operator's API client: made at startup, closed at cleanup (``handlers``)."""
 
-    def __init__(self, info: Any):
-        self.owned = isinstance(info, kopf.ConnectionInfo)
-        if self.owned:
-            self.server = info.server.rstrip("/")
-            self.proxy = info.proxy_url
-            self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=info.as_ssl_context()),
-                headers={**info.as_http_headers(), "User-Agent": "fullctl-operator"},
-                trust_env=info.trust_env,
-                timeout=TIMEOUT,
-            )
-        else:  # kopf.AiohttpSession: a session the login handler built itself
-            self.server = info.server.rstrip("/")
-            self.proxy = None
-            self.session = info.aiohttp_session
+    def __init__(self, api: ApiClient):
+        self._api = api
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls) -> Self:
+        return cls(await new_api_client())
 
     async def close(self) -> None:
-        if self.owned:
-            await self.session.close()
+        await self._api.close()
 
+    async def _call(self, api_class: type, method: str, *args: Any, missing_ok: bool = False,
+                    **kwargs: Any) -> Any:
+        """``api_class(client).<method>_without_preload_content(*args, **kwargs)``, decoded.
 
-def _vault():
-    from kopf._cogs.clients.auth import vault_var
+        A 404 gives None with ``missing_ok``; another error status raises ``ApiException``.
+        On a 401 the configuration is loaded again (a rotated token) and the call retried.
+        """
+        async def send(api: ApiClient) -> tuple[RESTResponseType, str]:
+            call = getattr(api_class(api), f"{method}_without_preload_content")
+            async with await call(*args, _request_timeout=TIMEOUT, **kwargs) as response:
+                return response, await response.text()
 
-    return vault_var.get()
-
-
-async def request(
-    method: str,
-    path: str,
-    *,
-    params: Mapping[str, str] | None = None,
-    body: Any = None,
-    content_type: str = MERGE_PATCH,
-) -> Any:
-    """One API call; returns the decoded JSON answer. Retries once per re-login on a 401."""
-    data = None if body is None else json.dumps(body)
-    headers = {"Content-Type": content_type} if body is not None else {}
-    vault = _vault()
-    async for key, info, session in vault.extended(_Session, "fullctl-operator"):
-        try:
-            async with session.session.request(
-                method, session.server + path, params=params, data=data, headers=headers,
-                proxy=session.proxy,
-            ) as response:
-                text = await response.text()
-                if response.status == 401:
-                    await vault.invalidate(key, info, exc=KubeError(401, text[:200]))
-                    continue
-                if response.status >= 400:
-                    raise KubeError(response.status, _message(text))
-                return json.loads(text) if text else None
-        except aiohttp.ClientError as exc:
-            raise KubeError(0, f"{method} {path}: {exc}") from exc
-    raise KubeError(401, "no valid credentials")
-
-
-def _message(text: str) -> str:
-    try:
-        return str(json.loads(text).get("message") or text)[:500]
-    except (ValueError, AttributeError):
-        return text[:500]
-
-
-def _deployment_path(namespace: str, name: str) -> str:
-    return f"/apis/apps/v1/namespaces/{quote(namespace)}/deployments/{quote(name)}"
-
-
-def _pod_path(namespace: str, name: str) -> str:
-    return f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(name)}"
-
-
-async def get_deployment(namespace: str, name: str) -> dict | None:
-    """deployments get. None when it does not exist."""
-    try:
-        return await request("GET", _deployment_path(namespace, name))
-    except KubeError as exc:
-        if exc.status == 404:
+        api = self._api
+        response, text = await send(api)
+        if response.status == 401:
+            await self._reconnect(api)
+            response, text = await send(self._api)
+        if response.status == 404 and missing_ok:
             return None
-        raise
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=response.reason, body=text)
+        return json.loads(text) if text else {}
 
+    async def _reconnect(self, failed: ApiClient) -> None:
+        """A new client from a fresh configuration, unless another call already made one."""
+        async with self._lock:
+            if self._api is failed:
+                self._api = await new_api_client()
+                await failed.close()
 
-async def patch_scale(namespace: str, name: str, replicas: int) -> None:
-    """deployments/scale patch: only the replica count, nothing else of the Deployment."""
-    await request(
-        "PATCH", _deployment_path(namespace, name) + "/scale", body={"spec": {"replicas": replicas}}
-    )
-
-
-async def list_pods(namespace: str, label_selector: str) -> list[dict]:
-    """pods list, narrowed by the Deployment's selector (callers filter again)."""
-    params = {"labelSelector": label_selector} if label_selector else None
-    answer = await request("GET", f"/api/v1/namespaces/{quote(namespace)}/pods", params=params)
-    return list((answer or {}).get("items") or [])
-
-
-async def annotate_pod(namespace: str, name: str, annotations: Mapping[str, str]) -> bool:
-    """pods patch: a merge patch of annotations only. False if the pod was gone."""
-    try:
-        await request(
-            "PATCH", _pod_path(namespace, name),
-            body={"metadata": {"annotations": dict(annotations)}},
+    async def get_deployment(self, namespace: str, name: str) -> dict | None:
+        """deployments get. None when it does not exist."""
+        return await self._call(
+            AppsV1Api, "read_namespaced_deployment", name, namespace, missing_ok=True
         )
-    except KubeError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
+    async def patch_scale(self, namespace: str, name: str, replicas: int) -> None:
+        """deployments/scale patch: only the replica count, nothing else of the Deployment."""
+        await self._call(
+            AppsV1Api, "patch_namespaced_deployment_scale", name, namespace,
+            {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH,
+        )
 
-async def delete_pod(namespace: str, name: str) -> bool:
-    """pods delete with the pod's own grace period (no override). False if it was gone."""
-    try:
-        await request("DELETE", _pod_path(namespace, name))
-    except KubeError as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict]:
+        """pods list, narrowed by the Deployment's selector (callers filter again)."""
+        answer = await self._call(
+            CoreV1Api, "list_namespaced_pod", namespace, label_selector=label_selector or None
+        )
+        return list(answer.get("items") or [])
+
+    async def annotate_pod(self, namespace: str, name: str,
+                           annotations: Mapping[str, str]) -> bool:
+        """pods patch: a merge patch of annotations only. False if the pod was gone."""
+        answer = await self._call(
+            CoreV1Api, "patch_namespaced_pod", name, namespace,
+            {"metadata": {"annotations": dict(annotations)}}, _content_type=MERGE_PATCH,
+            missing_ok=True,
+        )
+        return answer is not None
+
+    async def delete_pod(self, namespace: str, name: str) -> bool:
+        """pods delete with the pod's own grace period (no body). False if it was gone."""
+        answer = await self._call(CoreV1Api, "delete_namespaced_pod", name, namespace,
+                                  missing_ok=True)
+        return answer is not None

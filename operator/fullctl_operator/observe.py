@@ -105,8 +105,10 @@ class DeploymentView:
     selector: Mapping[str, Any]
 
 
-async def read_deployment(namespace: str, name: str) -> DeploymentView | None:
-    raw = await kube.get_deployment(namespace, name)
+async def read_deployment(
+    cluster: kube.Cluster, namespace: str, name: str
+) -> DeploymentView | None:
+    raw = await cluster.get_deployment(namespace, name)
     if raw is None or raw.get("metadata", {}).get("deletionTimestamp"):
         return None
     spec = raw.get("spec") or {}
@@ -119,12 +121,14 @@ async def read_deployment(namespace: str, name: str) -> DeploymentView | None:
     )
 
 
-async def read_pods(namespace: str, selector: Mapping[str, Any]) -> tuple[Pod, ...]:
+async def read_pods(
+    cluster: kube.Cluster, namespace: str, selector: Mapping[str, Any]
+) -> tuple[Pod, ...]:
     """The Deployment's pods. The selector is applied here too: a server (or kmock) that
     ignores ``labelSelector`` must not hand another Deployment's pods to the decisions."""
     if not selector.get("matchLabels") and not selector.get("matchExpressions"):
         return ()  # an empty selector would select every pod of the namespace
-    items = await kube.list_pods(namespace, selector_query(selector))
+    items = await cluster.list_pods(namespace, selector_query(selector))
     pods = []
     for item in items:
         meta = item.get("metadata") or {}

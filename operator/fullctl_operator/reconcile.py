@@ -24,10 +24,11 @@ log = logging.getLogger("fullctl_operator")
 
 @dataclass
 class OperatorState:
-    """Per-operator memory (kept in kopf's ``memo``): the shared queue snapshot and the
-    last status each pool was given."""
+    """Per-operator memory (kept in kopf's ``memo``): the shared queue snapshot, the API
+    client and the last status each pool was given."""
 
     snapshots: observe.QueueCache
+    cluster: kube.Cluster
     statuses: MutableMapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -57,8 +58,11 @@ async def tick(
     pool = parse_spec(spec)
     previous = {**status, **state.statuses.get(uid, {})}
 
-    view = await observe.read_deployment(namespace, pool.deployment) if pool.deployment else None
-    pods = await observe.read_pods(namespace, view.selector) if view else ()
+    cluster = state.cluster
+    view = None
+    if pool.deployment:
+        view = await observe.read_deployment(cluster, namespace, pool.deployment)
+    pods = await observe.read_pods(cluster, namespace, view.selector) if view else ()
     snapshot = await state.snapshots.get()
     observed = Observed(
         deployment=view.deployment if view else None,
@@ -74,13 +78,15 @@ async def tick(
     logger.log(logging.INFO if changed else logging.DEBUG, "%s", decided.decision)
 
     for pod_name, cost in decided.annotate.items():
-        await kube.annotate_pod(namespace, pod_name, {DELETION_COST: cost})
+        await cluster.annotate_pod(namespace, pod_name, {DELETION_COST: cost})
     if decided.scale_to is not None:
-        await kube.patch_scale(namespace, pool.deployment, decided.scale_to)
+        await cluster.patch_scale(namespace, pool.deployment, decided.scale_to)
         kopf.info(body, reason="Scaled", message=decided.decision)
     restarted = None
     if decided.restart is not None:
-        restarted = await _restart(namespace, decided.restart, pool.stale_heartbeat, body, logger)
+        restarted = await _restart(
+            cluster, namespace, decided.restart, pool.stale_heartbeat, body, logger
+        )
         state.snapshots.invalidate()
 
     current = view.deployment.current if view else None
@@ -96,14 +102,15 @@ async def tick(
 
 
 async def _restart(
-    namespace: str, victim: StalePod, threshold: float, body: Mapping[str, Any], logger: Any
+    cluster: kube.Cluster, namespace: str, victim: StalePod, threshold: float,
+    body: Mapping[str, Any], logger: Any,
 ) -> str:
     """Delete the stale pod (normal grace period), then rescue its tasks, fenced.
 
     The pod goes first: once it is gone nothing can still be running the tasks, and if the
     rescue fails (database away) the pollers' orphan sweep rescues them later.
     """
-    await kube.delete_pod(namespace, victim.name)
+    await cluster.delete_pod(namespace, victim.name)
     reason = f"pod {victim.name} restarted by the operator: no heartbeat for {threshold:g}s"
     outcomes = []
     for task in victim.tasks:

@@ -4,16 +4,17 @@ in the test's event loop (see harness.py for what they are made of)."""
 import asyncio
 import warnings
 
-import harness
 import kmock
 import kopf
 import pytest
-from harness import NAMESPACE, TASKPOOLS, Emulator, Operator
+from harness import NAMESPACE, TASKPOOLS, Emulator, Operator, use_kubeconfig, write_kubeconfig
 
 
 @pytest.fixture
-async def cluster():
-    """A Kubernetes API emulator on a real port, with the resources the operator uses."""
+async def cluster(tmp_path, monkeypatch):
+    """A Kubernetes API emulator on a real port, with the resources the operator uses, and
+    ``KUBECONFIG`` naming it (``cluster.kubeconfig``): kopf's default login and the
+    operator's client find it there, as they would in production."""
     async with Emulator() as emulator, kmock.Server(emulator) as server:
         with warnings.catch_warnings():  # kmock 0.8 uses a deprecated importlib call
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -23,12 +24,11 @@ async def cluster():
             "shortnames": {"tp"}, "subresources": {"status"},
             "verbs": {"create", "delete", "get", "list", "patch", "update", "watch"},
         }
-        harness.cluster_url = str(server.url).rstrip("/")
-        try:
-            yield emulator
-        finally:
-            harness.cluster_url = None
-
+        emulator.kubeconfig = write_kubeconfig(
+            tmp_path / "kubeconfig", str(server.url).rstrip("/")
+        )
+        use_kubeconfig(monkeypatch, emulator.kubeconfig)
+        yield emulator
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ from typing import Any
 
 import kmock
 import kopf
+import kubernetes.aio.config
+import kubernetes.config
 import pytest
+import yaml
 from django.test.utils import override_settings
 
 # The operator's timer interval is read when its handlers module is imported: import it
@@ -30,15 +33,37 @@ TASKPOOLS = "tasks.fullctl.io/v1/taskpools"
 DEPLOYMENTS = "apps/v1/deployments"
 PODS = "v1/pods"
 
-# read by the login handler below: kopf's handler registry is global, so it is registered
-# once and points at whichever emulator the current test started (set by the fixture)
-cluster_url: str | None = None
+
+# -- logging in ------------------------------------------------------------------
 
 
-@kopf.on.login(id="kmock")
-def login_to_the_emulator(**_: Any) -> kopf.ConnectionInfo:
-    assert cluster_url, "no emulator is running"
-    return kopf.ConnectionInfo(server=cluster_url)
+def write_kubeconfig(path: Path, server: str, token: str | None = None) -> Path:
+    """A kubeconfig whose one context is ``server`` (and a bearer token, if given)."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
+        "users": [{"name": "operator", "user": {"token": token} if token else {}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "operator"}}],
+    }))
+    return path
+
+
+def use_kubeconfig(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Run the test as a process started outside a pod with ``KUBECONFIG=path``.
+
+    Both kopf's default login (``login_via_client``: the ``kubernetes`` client) and the
+    operator's client (``kubernetes.aio``) then find it, as in production. The variable
+    alone is not enough in this process: each half of the client reads ``KUBECONFIG`` once,
+    when its ``config`` package is imported, into ``kube_config.KUBE_CONFIG_DEFAULT_LOCATION``
+    (what ``load_kube_config()`` opens when given no file), and ``import kopf`` imports the
+    client long before a test runs. Those two constants get the value the import would
+    have read. ``KUBERNETES_SERVICE_HOST`` goes: on a CI runner inside a pod, both logins
+    would otherwise take the runner's service account, and its cluster.
+    """
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for module in (kubernetes.config.kube_config, kubernetes.aio.config.kube_config):
+        monkeypatch.setattr(module, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
 
 
 # -- the emulator ---------------------------------------------------------------
@@ -58,6 +83,7 @@ class Call:
     data: Any
     params: dict
     agent: str
+    authorization: str
 
     @property
     def verb(self) -> str:
@@ -75,8 +101,12 @@ class Emulator(kmock.KubernetesEmulator):
     kmock sets no ``resourceVersion`` (kopf's finalizer JSON-patch tests it and gets a 500
     without it), no ``uid``, ``creationTimestamp`` or ``generation``: they are filled in here
     on create and bumped on every patch. Every request is also logged with its time, for
-    assertions on order and for the latency measurements.
+    assertions on order and for the latency measurements. With ``token`` set, a request
+    (other than the test's own) without that bearer token is answered 401.
     """
+
+    kubeconfig: Path | None = None  # written by the fixture (conftest.py)
+    token: str | None = None
 
     def _init_extras(self) -> None:
         if not hasattr(self, "calls"):
@@ -92,12 +122,17 @@ class Emulator(kmock.KubernetesEmulator):
         if request.resource is not None:
             self._fill_metadata(request)
         resource = request.resource
-        self.calls.append(Call(
+        call = Call(
             time.monotonic(), request.method.value.upper(), request.url.path,
             None if resource is None else resource.group,
             None if resource is None else resource.plural, request.name, request.subresource,
             request.data, dict(request.params), request.headers.get("User-Agent", ""),
-        ))
+            request.headers.get("Authorization", ""),
+        )
+        self.calls.append(call)
+        if self.token is not None and not call.agent.startswith("kmock") \
+                and call.authorization != f"Bearer {self.token}":
+            raise kmock.KubernetesError(status=401, reason="Unauthorized", message="Unauthorized")
         return await super()._handle(request)
 
     def _fill_metadata(self, request: kmock.Request) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 import aiohttp
 import jsonschema
 import pytest
-import yaml
 from example_tasks.models import NoopTask
 from fullctl_operator import observe
 from fullctl_operator.decisions import Condition, Plan
@@ -28,6 +27,7 @@ from harness import (
     replicas,
     taskpool,
     until,
+    use_kubeconfig,
     validate_taskpool,
 )
 from helpers import test_database_url
@@ -111,6 +111,44 @@ def test_manage_py_hands_the_options_to_kopf():
         assert option in done.stdout
 
 
+def test_manage_py_command_runs_before_run_and_is_never_queued(monkeypatch):
+    """A CommandInterface with queue_allowed = False: -Q is not its option (it goes to
+    kopf like every other word), and before_run runs on both paths before kopf starts."""
+    from django.core.management import call_command
+    from fullctl_operator import cli
+
+    from django_fullctl.management.base import CommandInterface
+    from django_fullctl.management.commands.fullctl_operator import Command
+
+    calls: list = []
+    monkeypatch.setattr(cli, "run_kopf", lambda args, prog_name: calls.append((args, prog_name)))
+
+    class Probe(Command):
+        def before_run(self, *args, **options):
+            calls.append("before_run")
+
+    assert issubclass(Command, CommandInterface) and not Command.queue_allowed
+    Probe().run_from_argv(["manage.py", "fullctl_operator", "--settings=x", "--standalone",
+                           "-Q", "--namespace", "ns"])
+    call_command(Probe(), "--", "--standalone", "--namespace", "ns")
+    assert calls == [
+        "before_run", (["--standalone", "-Q", "--namespace", "ns"], "manage.py fullctl_operator"),
+        "before_run", (["--standalone", "--namespace", "ns"], "fullctl_operator"),
+    ]
+
+
+async def test_without_any_kubernetes_configuration_the_operator_stops_at_startup(
+    monkeypatch, tmp_path: Path
+):
+    """Neither a service account nor a kubeconfig: nothing to retry (as for kopf's login)."""
+    import kopf
+    from fullctl_operator import handlers
+
+    use_kubeconfig(monkeypatch, tmp_path / "absent")
+    with pytest.raises(kopf.PermanentError, match="neither in-cluster nor from a kubeconfig"):
+        await handlers.configure(settings=kopf.OperatorSettings(), memo=kopf.Memo())
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -120,16 +158,9 @@ def free_port() -> int:
 @pytest.mark.django_db(transaction=True)
 async def test_python_m_runs_the_operator_and_exits_cleanly_on_sigterm(cluster: Emulator,
                                                                        tmp_path: Path):
-    """The production entry point end to end: kopf's own login (kubeconfig here, the
-    service account in a pod), options handed through, liveness, SIGTERM."""
-    url = str(cluster.url).rstrip("/")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
-        "users": [{"name": "nobody", "user": {}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "nobody"}}],
-    }))
+    """The production entry point end to end: kopf's default login and the operator's
+    client both from the kubeconfig (the service account in a pod), options handed
+    through, liveness, SIGTERM."""
     cluster.put(DEPLOYMENTS, deployment("cli-workers", 1))
     await create_taskpool(cluster, taskpool("cli", "cli-workers", maxReplicas=5))
     await observe.in_db_thread(lambda: [NoopTask.create_task() for _ in range(20)])
@@ -142,7 +173,7 @@ async def test_python_m_runs_the_operator_and_exits_cleanly_on_sigterm(cluster: 
             f"--liveness=http://127.0.0.1:{port}/healthz",
             env=child_env(
                 DJANGO_SETTINGS_MODULE="example_project.settings",
-                DATABASE_URL=test_database_url(), KUBECONFIG=str(kubeconfig),
+                DATABASE_URL=test_database_url(), KUBECONFIG=str(cluster.kubeconfig),
                 FULLCTL_POOL_SETTINGS=json.dumps({"TASK_OPERATOR_INTERVAL_SECONDS": 0.5}),
             ),
             stdout=out, stderr=subprocess.STDOUT,

@@ -5,6 +5,7 @@ a deadline, none is a fixed sleep.
 """
 
 import contextlib
+import logging
 import os
 import socket
 import time
@@ -32,6 +33,7 @@ from harness import (
     taskpool,
     until,
     validate_taskpool,
+    write_kubeconfig,
 )
 
 from django_fullctl import queue
@@ -412,3 +414,33 @@ async def test_only_the_taskpool_carries_the_finalizer(cluster, operator):
         pass
     await until(lambda: cluster.objects[TASKPOOLS, NAMESPACE, "burst"].deleted)
     assert replicas(cluster, "burst-workers") == 1  # the Deployment is left as it was
+
+
+# -- credentials -----------------------------------------------------------------------
+
+
+async def test_rotated_credentials_reach_kopf_and_the_operators_client(
+    cluster, operator, caplog
+):
+    """One kubeconfig for both: when its token changes, the requests with the old one get
+    a 401, kopf logs in again (its default login reads the kubeconfig afresh) and the
+    operator's client loads its configuration again; no tick is lost."""
+    caplog.set_level(logging.INFO, logger="kopf")
+    cluster.put(DEPLOYMENTS, deployment("burst-workers", 1))
+    await create_taskpool(cluster, POOLS["burst"])
+    await started(cluster, "burst")
+
+    write_kubeconfig(cluster.kubeconfig, str(cluster.url).rstrip("/"), token="rotated")
+    cluster.token = "rotated"
+    rotated = time.monotonic()
+    await db(create_noop_tasks, 200)
+    await until(lambda: replicas(cluster, "burst-workers") == 50)
+    await until(lambda: pool_status(cluster, "burst").get("desiredReplicas") == 50)
+
+    after = [c for c in cluster.calls if c.at >= rotated and not c.agent.startswith("kmock")]
+    refused = {c.agent.split("/")[0] for c in after if c.authorization != "Bearer rotated"}
+    assert refused == {"kopf", "fullctl-operator"}, refused  # each got its 401 ...
+    [patch] = scale_patches(cluster, "burst-workers")  # ... and then carried on
+    assert patch.authorization == "Bearer rotated"
+    # kopf logged in again, with its default login (records from the test's start on)
+    assert "Activity 'login_via_client' succeeded." in caplog.messages

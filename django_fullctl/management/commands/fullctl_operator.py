@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from django_fullctl.management.base import CommandInterface
 
 _DJANGO_OPTIONS = ("--settings", "--pythonpath")
 
@@ -28,24 +28,34 @@ def kopf_arguments(argv: Sequence[str]) -> list[str]:
     return args
 
 
-class Command(BaseCommand):
+class Command(CommandInterface):
     help = (
         "Run the fullctl-tasks operator (kopf): sizes poller Deployments from the queue and "
         "restarts pods whose tasks stopped sending heartbeats. Options are kopf run's, e.g. "
         "--standalone --namespace NS --liveness=http://0.0.0.0:8080/healthz --verbose."
     )
+    queue_allowed = False  # it runs until stopped: never a task for a poller
+    requires_system_checks: list[str] = []  # as python -m fullctl_operator
+    stealth_options = ("prog_name",)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("kopf_args", nargs=argparse.REMAINDER, help="kopf run options")
 
     def run_from_argv(self, argv: list[str]) -> None:
-        """Skip Django's option parser: it would refuse kopf's options."""
+        """Django's parser would refuse kopf's options: the words after the command name go
+        to kopf as they are, through ``execute`` (so ``before_run`` runs) with Django's own
+        options at their defaults."""
+        defaults = vars(self.create_parser(argv[0], argv[1]).parse_args([]))
+        self.execute(**{
+            **defaults, "kopf_args": kopf_arguments(argv[2:]),
+            "prog_name": f"{os.path.basename(argv[0])} {argv[1]}",
+        })
+
+    def run(self, *args: Any, kopf_args: Sequence[str] = (), prog_name: str = "fullctl_operator",
+            **options: Any) -> None:
+        """Also for ``call_command("fullctl_operator", "--", "--standalone", ...)``: argparse
+        keeps that ``--`` in ``kopf_args``, and kopf would take what follows for file names."""
         from fullctl_operator.cli import run_kopf
 
-        run_kopf(kopf_arguments(argv[2:]), prog_name=f"{os.path.basename(argv[0])} {argv[1]}")
-
-    def handle(self, *args: Any, kopf_args: Sequence[str] = (), **options: Any) -> None:
-        """For ``call_command("fullctl_operator", "--", "--standalone", ...)``."""
-        from fullctl_operator.cli import run_kopf
-
-        run_kopf(list(kopf_args), prog_name="fullctl_operator")
+        words = list(kopf_args)
+        run_kopf(words[1:] if words[:1] == ["--"] else words, prog_name=prog_name)
