@@ -236,7 +236,7 @@ def burn_down_raw(n: int, processes: int) -> dict:
     reset()
     enqueue_backlog(n)
     table = Task._meta.db_table
-    claim_sql = queue._CLAIM_SQL.format(table=table)
+    claim_sql = queue._CLAIM_SQL.format(table=table, columns="t.*")  # the same rows back
     complete_sql = (
         f"UPDATE {table} SET status = 'completed', result_data = NULL, time = %s,"
         " finished = %s, updated = %s, error = NULL"

@@ -96,7 +96,7 @@ UPDATE {table} AS t
 SET status = 'running', queue_id = %s, attempt = t.attempt + 1,
     claimed = %s, started = %s, updated = %s, error = NULL
 FROM picked WHERE t.id = picked.id
-RETURNING t.*
+RETURNING {columns}
 """
 
 
@@ -112,12 +112,27 @@ def claim(worker_id: str, ops: Iterable[str], limit: int = 1) -> list[Task]:
     now = timezone.now()
     if is_postgresql():
         # one statement is atomic on its own: no BEGIN/COMMIT round trips around it
-        sql = _CLAIM_SQL.format(table=Task._meta.db_table)
-        tasks = list(Task.objects.raw(sql, [ops, limit, worker_id, now, now, now]))
+        fields = Task._meta.concrete_fields
+        sql = _CLAIM_SQL.format(
+            table=Task._meta.db_table, columns=", ".join(f"t.{f.column}" for f in fields)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [ops, limit, worker_id, now, now, now])
+            tasks = [_task_from_row(fields, row) for row in cursor.fetchall()]
     else:
         tasks = _claim_portable(worker_id, ops, limit, now)
     tasks.sort(key=lambda t: (-t.priority, t.pk))
     return [t.cast() for t in tasks]
+
+
+def _task_from_row(fields, row: tuple) -> Task:
+    """A model instance from a row of ``fields``, as a queryset would load it (cheaper than
+    ``raw()``, which works out its column mapping and converters on every call)."""
+    values = [
+        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
+        for field, value in zip(fields, row, strict=True)
+    ]
+    return Task.from_db(connection.alias, [f.attname for f in fields], values)
 
 
 def _claim_portable(worker_id: str, ops: list[str], limit: int, now: datetime) -> list[Task]:
