@@ -173,10 +173,6 @@ class Task(HandleRefModel):
         result_type = self.task_options().result_type
         return self.result_data if result_type is None else result_type(self.result_data)
 
-    @property
-    def is_final(self) -> bool:
-        return self.status in FINAL_STATUSES
-
     def cast(self) -> "Task":
         """This row as an instance of its registered task class (raises TaskNotRegistered)."""
         from django_fullctl import registry

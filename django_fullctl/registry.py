@@ -49,10 +49,6 @@ def get_task_class(op: str) -> type["Task"]:
         raise TaskNotRegistered(f"no task class is registered for op {op!r}") from None
 
 
-def registered_ops() -> dict[str, type["Task"]]:
-    return dict(_registry)
-
-
 def qualified_ops(overrides: Mapping[str, Any] | None = None) -> list[str]:
     """Ops whose qualifiers all pass in these settings.
 

@@ -265,7 +265,9 @@ class Supervisor:
                 if how == "rescue":
                     outcome = queue.rescue(item.as_task(), reason)
                 else:
-                    requeued = queue.requeue(item.as_task(), "poller shut down", False)
+                    requeued = queue.requeue(
+                        item.as_task(), "poller shut down", count_attempt=False
+                    )
                     outcome = "requeued" if requeued else None
                 if outcome:
                     event(f"task {outcome}", task=item.id, op=item.op, worker=handle.id)
