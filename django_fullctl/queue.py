@@ -22,7 +22,13 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from django_fullctl.exceptions import TaskLimitError
-from django_fullctl.models import ACTIVE_STATUSES, Task, TaskHeartbeat, TaskStatus
+from django_fullctl.models import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Task,
+    TaskHeartbeat,
+    TaskStatus,
+)
 
 log = logging.getLogger("django_fullctl.queue")
 
@@ -64,6 +70,7 @@ def enqueue(task: Task, limit: int | None) -> Task:
             if parent_status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
                 task.status = TaskStatus.CANCELLED
                 task.error = f"parent task {task.parent_id} is {parent_status}"
+                task.finished = timezone.now()
             task.waiting = parent_status != TaskStatus.COMPLETED
         task.save(force_insert=True)
     return task
@@ -328,6 +335,23 @@ def _cancel_descendants(task_id: int, outcome: str) -> None:
                 status=TaskStatus.CANCELLED, error=reason, finished=now, updated=now
             )
         parents = {pk: f"parent task {pk} cancelled (task {task_id} {outcome})" for pk in reasons}
+
+
+def purge(older_than: float, batch: int = 1000) -> int:
+    """Delete tasks that finished more than ``older_than`` seconds ago; return how many.
+
+    Leaves go first, in short batches: a parent is only deleted once no child is left,
+    so a chain never loses a task that is still active or more recent (the parent link
+    cascades on delete).
+    """
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    purgeable = Task.objects.filter(
+        status__in=FINAL_STATUSES, finished__lt=cutoff, children__isnull=True
+    )
+    deleted = 0
+    while ids := list(purgeable.values_list("pk", flat=True)[:batch]):
+        deleted += Task.objects.filter(pk__in=ids).delete()[1].get(Task._meta.label, 0)
+    return deleted
 
 
 # -- observing -------------------------------------------------------------

@@ -240,3 +240,30 @@ def test_claim_skips_rows_locked_by_another_claim(postgresql_only):
     release.set()
     holder.join()
     assert claimed.pk == second.pk
+
+
+@pytest.mark.portable
+def test_purge_deletes_old_finished_tasks_but_never_an_active_chain():
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    old_parent = SumTask.create_task(1, 1)
+    old_child = SumTask.create_task(1, 2, parent=old_parent)
+    busy_parent = SumTask.create_task(2, 2)
+    while runner.run_next(["task_sum"]):
+        pass
+    busy_child = EchoTask.create_task("still pending", parent=busy_parent)
+    recent = FailTask.create_task()
+    runner.run_next(["task_fail"])
+    pending = NoopTask.create_task()
+    long_ago = timezone.now() - timedelta(days=8)
+    Task.objects.filter(pk__in=[old_parent.pk, old_child.pk, busy_parent.pk]).update(
+        finished=long_ago
+    )
+
+    call_command("fullctl_tasks", "purge", "--older-than", "7d")
+
+    left = set(Task.objects.values_list("pk", flat=True))
+    assert left == {busy_parent.pk, busy_child.pk, recent.pk, pending.pk}

@@ -1,11 +1,14 @@
-"""``manage.py fullctl_tasks status [--json] [-Q]``: the queue at a glance, without the admin.
+"""``manage.py fullctl_tasks status|purge``: the queue at a glance, and its housekeeping.
 
 ``status`` prints the tasks per op and status (one grouped query), the workers that are
 running tasks with fresh heartbeats, and the running tasks whose heartbeat is older than
-``TASK_ORPHANED_HEARTBEAT_TIMEOUT``. It never prints task parameters.
+``TASK_ORPHANED_HEARTBEAT_TIMEOUT``. It never prints task parameters. ``purge`` deletes
+tasks that finished long enough ago (run it from a cron job, or queue it with ``-Q``).
 """
 
+import argparse
 import json
+import re
 from collections import Counter
 from datetime import datetime
 
@@ -83,8 +86,19 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 12h, 7d")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+
+
 class Command(CommandInterface):
-    help = "Look at the task queue without the admin (subcommand: status)."
+    help = "Look at the task queue without the admin, and purge old tasks."
 
     def add_arguments(self, parser):
         subcommands = parser.add_subparsers(
@@ -97,6 +111,14 @@ class Command(CommandInterface):
             " Never prints task parameters.",
         )
         status.add_argument("--json", action="store_true", help="print JSON")
+        purge = subcommands.add_parser(
+            "purge",
+            help="delete tasks that finished long enough ago",
+            description="Delete completed, failed and cancelled tasks that finished more than"
+            " --older-than ago (a parent only once its children are gone).",
+        )
+        purge.add_argument("--older-than", type=duration, required=True, metavar="AGE",
+                           help="e.g. 7d, 12h, 30m or seconds")
 
     def run(self, *args, subcommand: str, **options):
         return getattr(self, f"run_{subcommand}")(**options)
@@ -107,3 +129,7 @@ class Command(CommandInterface):
             self.stdout.write(json.dumps(report, indent=2))
         else:
             self.stdout.write(format_report(report))
+
+    def run_purge(self, older_than: float, **options):
+        deleted = queue.purge(older_than)
+        self.stdout.write(f"deleted {deleted} finished task(s) older than {older_than:g}s")
