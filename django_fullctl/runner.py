@@ -25,9 +25,14 @@ class TaskTimedOut(BaseException):
     """
 
 
+class TaskStopped(BaseException):
+    """Raised inside a task that is no longer this worker's to run: it was cancelled, or
+    rescued and given to another worker. Stopping it keeps one task from running twice."""
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended: ``status`` is completed, failed or timeout."""
+    """How a run ended: ``status`` is completed, failed, timeout or stopped."""
 
     status: str
     duration: float
@@ -55,7 +60,9 @@ def run(
             value = task.run(*task.param.get("args", []), **task.param.get("kwargs", {}))
     except TaskTimedOut:
         return Outcome("timeout", time.monotonic() - started, error=timeout_error(task.timeout))
-    except Exception:
+    except TaskStopped:
+        return Outcome("stopped", time.monotonic() - started)
+    except (Exception, SystemExit):  # a task calling sys.exit() fails; the worker goes on
         return Outcome("failed", time.monotonic() - started, error=traceback.format_exc())
     duration = time.monotonic() - started
     try:
@@ -68,6 +75,8 @@ def run(
 
 def record(task: Task, outcome: Outcome) -> bool:
     """Write the outcome (fenced); False when the task was no longer ours."""
+    if outcome.status == "stopped":
+        return False  # someone else already decided what became of it
     if outcome.status == "completed":
         return queue.complete(task, outcome.result, outcome.duration)
     return queue.fail(task, outcome.error or "", outcome.duration)

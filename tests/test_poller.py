@@ -14,6 +14,7 @@ from django.db import connection
 from example_tasks.models import (
     CrashTask,
     EchoTask,
+    ExitTask,
     ImportantTask,
     SleepTask,
     StubbornTask,
@@ -328,3 +329,20 @@ def test_database_refusing_writes_is_ridden_out(start_poller, postgresql_only):
         set_read_only(False)
     assert final(task).result == 4
     assert poller.process.poll() is None
+
+
+def test_cancelling_a_running_task_stops_it_and_frees_the_worker(start_poller):
+    poller = start_poller("-p", "1")
+    task = running(SleepTask.create_task(60))
+    task.cancel("not needed any more")
+    poller.wait_for_log(f"task stopped: it was cancelled or given to another worker task={task.pk}")
+    assert final(SumTask.create_task(3, 4)).result == 7  # the only worker is free again
+    task.refresh_from_db()
+    assert task.status == "cancelled" and task.error == "not needed any more"
+
+
+def test_a_task_calling_sys_exit_fails_without_killing_its_worker(start_poller):
+    poller = start_poller("-p", "1")
+    exiting = final(ExitTask.create_task(3))
+    assert exiting.status == "failed" and "SystemExit: 3" in exiting.error
+    assert len(poller.worker_pids()) == 1

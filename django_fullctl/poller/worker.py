@@ -37,8 +37,11 @@ class Worker:
         self.done = 0
         self.tracker = HeartbeatTracker(slot)
         self.listener: psycopg.Connection | None = None
+        self.guarded: int | None = None  # id of the task running inside guard()
 
     def serve(self) -> None:
+        signal.signal(signal.SIGALRM, self.on_timeout)
+        signal.signal(signal.SIGUSR1, self.on_stop)
         self.tracker.start()
         event("worker started", worker=self.id)
         reason = "drained"
@@ -129,11 +132,33 @@ class Worker:
 
     # -- running ----------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def guard(self, task: Task) -> Iterator[None]:
+        """While ``task`` runs, its timeout and a stop request raise inside it (signals
+        reach Python's main thread, where the task runs). Outside, both are ignored: a
+        late signal can never hit the next task."""
+        self.guarded = task.pk
+        if task.timeout:
+            signal.setitimer(signal.ITIMER_REAL, task.timeout)
+        try:
+            yield
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            self.guarded = None
+
+    def on_timeout(self, signum: int, frame: Any) -> None:
+        if self.guarded is not None:
+            raise runner.TaskTimedOut()
+
+    def on_stop(self, signum: int, frame: Any) -> None:
+        if self.guarded is not None and self.guarded == self.tracker.lost:
+            raise runner.TaskStopped()
+
     def process(self, task: Task) -> None:
         self.slot.start(task.pk, task.attempt, task.timeout)
         event("task claimed", task=task.pk, op=task.op, worker=self.id, attempt=task.attempt)
         self.tracker.track(task)
-        outcome = runner.run(task, watchdog=soft_timeout)
+        outcome = runner.run(task, watchdog=self.guard)
         self.slot.stop_enforcing_timeout()
         recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
         self.tracker.track(None)
@@ -143,7 +168,9 @@ class Worker:
             with contextlib.suppress(OSError):
                 self.conn.send(("done", task.pk))
         fields = {"task": task.pk, "op": task.op, "worker": self.id}
-        if not recorded:
+        if outcome.status == "stopped":
+            event("task stopped: it was cancelled or given to another worker", **fields)
+        elif not recorded:
             event("task outcome discarded: no longer ours", logging.WARNING, **fields)
         elif outcome.status == "completed":
             event(f"task completed in {outcome.duration * 1000:.0f} ms", **fields)
@@ -151,25 +178,6 @@ class Worker:
             event("task timed out", logging.WARNING, timeout=task.timeout, **fields)
         else:
             event(f"task failed: {runner.first_line(outcome.error)}", logging.WARNING, **fields)
-
-
-@contextlib.contextmanager
-def soft_timeout(task: Task) -> Iterator[None]:
-    """Raise TaskTimedOut in the task's thread once its timeout has passed."""
-    if not task.timeout:
-        yield
-        return
-
-    def expire(signum: int, frame: Any) -> None:
-        raise runner.TaskTimedOut()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, task.timeout)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 class HeartbeatTracker(threading.Thread):
@@ -180,6 +188,7 @@ class HeartbeatTracker(threading.Thread):
         super().__init__(name="heartbeat", daemon=True)
         self.slot = slot
         self.current: tuple[int, int] | None = None
+        self.lost: int | None = None  # a task whose row says it is no longer ours
         self.wake = threading.Event()
         self.stopping = False
 
@@ -205,7 +214,9 @@ class HeartbeatTracker(threading.Thread):
     def beat(self, task_id: int, attempt: int) -> None:
         try:
             if not queue.heartbeat(task_id, attempt) and self.current == (task_id, attempt):
-                event("task is no longer ours, heartbeat skipped", logging.WARNING, task=task_id)
+                event("task is no longer ours: stopping it", logging.WARNING, task=task_id)
+                self.lost = task_id
+                os.kill(os.getpid(), signal.SIGUSR1)
         except DatabaseError as exc:
             event("heartbeat not written", logging.WARNING, task=task_id, error=type(exc).__name__)
             close_connections()

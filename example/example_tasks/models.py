@@ -3,6 +3,7 @@
 import contextlib
 import os
 import signal
+import sys
 import time
 
 from fullctl.django.models import Task
@@ -182,3 +183,17 @@ class CrashTask(Task):
 
     def run(self, *args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@register
+class ExitTask(Task):
+    """Calls sys.exit(): the task fails, the worker process must not."""
+
+    class Meta:
+        proxy = True
+
+    class HandleRef:
+        tag = "task_exit"
+
+    def run(self, code=1, *args, **kwargs):
+        sys.exit(code)
