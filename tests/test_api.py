@@ -268,3 +268,10 @@ def test_heartbeat_model_has_a_timestamp():
     [claimed] = queue.claim("w", ["task_sum"])
     assert queue.heartbeat(claimed.pk, claimed.attempt)
     assert TaskHeartbeat.objects.get(task=task).timestamp is not None
+
+
+def test_every_setting_is_documented():
+    from pathlib import Path
+
+    guide = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
+    assert [name for name in conf.DEFAULTS if f"`{name}`" not in guide] == []
