@@ -15,7 +15,7 @@ import kopf
 
 from django_fullctl import queue
 from fullctl_operator import kube, observe
-from fullctl_operator.decisions import DELETION_COST, Observed, Plan, StalePod, plan
+from fullctl_operator.decisions import DELETION_COST, Observed, StalePod, plan
 from fullctl_operator.pool import parse_spec
 from fullctl_operator.status import build_status, lower_since, status_patch
 
@@ -32,16 +32,6 @@ class OperatorState:
     statuses: MutableMapping[str, dict[str, Any]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a tick did (the timer handler ignores it: kopf would store a returned value)."""
-
-    plan: Plan
-    scaled_to: int | None
-    restarted: str | None
-    status_patch: dict[str, Any]
-
-
 async def tick(
     *,
     state: OperatorState,
@@ -54,7 +44,7 @@ async def tick(
     patch: Any,
     now: datetime,
     logger: logging.Logger | logging.LoggerAdapter = log,
-) -> Outcome:
+) -> None:
     pool = parse_spec(spec)
     previous = {**status, **state.statuses.get(uid, {})}
 
@@ -98,7 +88,6 @@ async def tick(
     for key, value in changes.items():
         patch.status[key] = value
     state.statuses[uid] = new_status
-    return Outcome(decided, decided.scale_to, restarted, changes)
 
 
 async def _restart(
