@@ -12,6 +12,7 @@ API call these functions and never write task rows themselves. The rules (DESIGN
   PostgreSQL (see ``notify``).
 """
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -119,22 +120,25 @@ def claim(worker_id: str, ops: Iterable[str], limit: int = 1) -> list[Task]:
     now = timezone.now()
     if is_postgresql():
         # one statement is atomic on its own: no BEGIN/COMMIT round trips around it
-        fields = Task._meta.concrete_fields
-        sql = _CLAIM_SQL.format(
-            table=Task._meta.db_table, columns=", ".join(f"t.{f.column}" for f in fields)
-        )
         with connection.cursor() as cursor:
-            cursor.execute(sql, [ops, limit, worker_id, now, now, now])
-            tasks = [_task_from_row(fields, row) for row in cursor.fetchall()]
+            cursor.execute(_claim_statement(), [ops, limit, worker_id, now, now, now])
+            tasks = [_task_from_row(row) for row in cursor.fetchall()]
     else:
         tasks = _claim_portable(worker_id, ops, limit, now)
     tasks.sort(key=lambda t: (-t.priority, t.pk))
     return [t.cast() for t in tasks]
 
 
-def _task_from_row(fields, row: tuple) -> Task:
-    """A model instance from a row of ``fields``, as a queryset would load it (cheaper than
+@functools.cache
+def _claim_statement() -> str:
+    columns = ", ".join(f"t.{f.column}" for f in Task._meta.concrete_fields)
+    return _CLAIM_SQL.format(table=Task._meta.db_table, columns=columns)
+
+
+def _task_from_row(row: tuple) -> Task:
+    """A model instance from a claimed row, as a queryset would load it (cheaper than
     ``raw()``, which works out its column mapping and converters on every call)."""
+    fields = Task._meta.concrete_fields
     values = [
         field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
         for field, value in zip(fields, row, strict=True)

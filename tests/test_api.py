@@ -255,8 +255,8 @@ def test_unqualified_task_is_not_claimed():
 
 
 def test_settings_have_safe_defaults_and_env_override(monkeypatch):
-    for name in conf.DEFAULTS:
-        conf.get(name)
+    for name, default in conf.DEFAULTS.items():
+        assert conf.get(name) == default  # the example project sets none of them
     assert conf.get("TASK_ORPHANED_HEARTBEAT_TIMEOUT") == 30
     assert conf.get("HEALTH_CHECK_TASK_INTERVAL_SECONDS") == 20
     monkeypatch.setenv("TASK_TRACK_INTERVAL_SECONDS", "0.5")
