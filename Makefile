@@ -26,6 +26,8 @@ test: $(STAMP) tools lint test-pg test-sqlite
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	cd example && DATABASE_URL=$(SQLITE_URL) ../$(PY) manage.py makemigrations --check --dry-run
 
 test-pg: $(STAMP) tools

@@ -74,7 +74,7 @@ def enqueue_backlog(n: int) -> None:
 
     rows = [
         NoopTask(op=OP, param={"args": [], "kwargs": {}}, source=conf.worker_id(),
-                 max_attempts=conf.get("TASK_DEFAULT_MAX_ATTEMPTS"))
+                 max_attempts=conf.settings().default_max_attempts)
         for _ in range(n)
     ]
     NoopTask.objects.bulk_create(rows, batch_size=2000)
@@ -213,8 +213,8 @@ def burn_down_orm(n: int, processes: int) -> dict:
 
 
 def raw_worker(params: dict, claim_sql: str, complete_sql: str, barrier) -> None:
-    """One process of the floor: claim one row (the same statement as the library),
-    then mark it completed, fenced; autocommit; until nothing is left."""
+    """One process of the floor: claim one row, then record it completed, with the
+    library's own two statements; autocommit; until nothing is left."""
     worker_id = f"raw:{os.getpid()}"
     with psycopg.connect(**params, autocommit=True, row_factory=dict_row) as conn:
         barrier.wait()
@@ -224,24 +224,20 @@ def raw_worker(params: dict, claim_sql: str, complete_sql: str, barrier) -> None
             if row is None:
                 return
             now = datetime.now(UTC)
-            conn.execute(complete_sql, [0.0, now, now, row["id"], row["attempt"]])
+            conn.execute(complete_sql, [None, 0.0, now, now, row["id"], row["attempt"], now])
 
 
 def burn_down_raw(n: int, processes: int) -> dict:
     from django.db import connections
 
-    from django_fullctl import notify, queue
+    from django_fullctl import notify
     from django_fullctl.models import Task
 
     reset()
     enqueue_backlog(n)
-    table = Task._meta.db_table
-    claim_sql = queue._CLAIM_SQL.format(table=table, columns="t.*")  # the same rows back
-    complete_sql = (
-        f"UPDATE {table} SET status = 'completed', result_data = NULL, time = %s,"
-        " finished = %s, updated = %s, error = NULL"
-        " WHERE id = %s AND attempt = %s AND status = 'running'"
-    )
+    # the library's own statements, the same text the poller sends
+    claim_sql = Task.queue.statements["claim"]
+    complete_sql = Task.queue.statements["complete"]
     params = notify.connection_params()
     connections.close_all()  # nothing of Django's crosses the fork
     context = multiprocessing.get_context("fork")

@@ -2,7 +2,6 @@
 
 from django.contrib import admin, messages
 
-from django_fullctl import queue
 from django_fullctl.models import Task, TaskHeartbeat
 
 
@@ -20,6 +19,7 @@ class TaskAdmin(admin.ModelAdmin):
         "id", "op", "source", "queue_id", "parent", "status", "param", "time", "created"
     )
     list_filter = ("status", "op")
+    ordering = ("-id",)  # on the admin, not the model: queue queries need no ORDER BY
     search_fields = ("=id", "op")
     list_select_related = ("parent",)
     raw_id_fields = ("parent",)
@@ -33,10 +33,10 @@ class TaskAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel selected pending or running tasks")
     def cancel_tasks(self, request, queryset):
         reason = f"cancelled by {request.user} in the admin"
-        done = sum(queue.cancel(pk, reason) for pk in queryset.values_list("pk", flat=True))
+        done = sum(Task.queue.cancel(pk, reason) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{done} task(s) cancelled", messages.SUCCESS)
 
     @admin.action(description="Requeue selected failed or cancelled tasks")
     def requeue_tasks(self, request, queryset):
-        done = sum(queue.retry(pk) for pk in queryset.values_list("pk", flat=True))
+        done = sum(Task.queue.retry(pk) for pk in queryset.values_list("pk", flat=True))
         self.message_user(request, f"{done} task(s) requeued", messages.SUCCESS)

@@ -4,15 +4,16 @@ Each check returns a ``CheckResult``; none of them reads task parameters, so not
 task was given can leak through the endpoint.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from django.db import DatabaseError, connection
 from django.db.models import Count, Min
 from django.utils import timezone
 
-from django_fullctl import conf, queue
-from django_fullctl.models import Task, TaskStatus
+from django_fullctl import conf
+from django_fullctl.models import Task
+from django_fullctl.states import TaskStatus
 
 # ids listed in a failing heartbeat check; the count says how many there are in all
 MAX_LISTED_IDS = 50
@@ -33,8 +34,8 @@ def check_database() -> CheckResult:
 
 
 def check_heartbeats() -> CheckResult:
-    max_age = float(conf.get("HEALTH_CHECK_TASK_INTERVAL_SECONDS"))
-    stale = sorted(item.id for item in queue.stale_running(max_age))
+    max_age = conf.settings().health_check_interval
+    stale = sorted(item.id for item in Task.queue.stale_running(max_age))
     details = {"max_age_seconds": max_age, "stale_count": len(stale)}
     if stale:
         return CheckResult(
@@ -46,8 +47,8 @@ def check_heartbeats() -> CheckResult:
 
 
 def check_backlog() -> CheckResult:
-    max_pending = int(conf.get("TASK_BACKLOG_MAX_PENDING"))
-    max_age = float(conf.get("TASK_BACKLOG_MAX_AGE_SECONDS"))
+    max_pending = conf.settings().backlog_max_pending
+    max_age = conf.settings().backlog_max_age
     summary = Task.objects.filter(status=TaskStatus.PENDING, waiting=False).aggregate(
         pending=Count("id"), oldest=Min("created")
     )
@@ -76,7 +77,7 @@ CHECKS: dict[str, Callable[[], CheckResult]] = {
 }
 
 
-def run_checks(exclude: set[str] = frozenset()) -> dict[str, CheckResult]:
+def run_checks(exclude: Collection[str] = frozenset()) -> dict[str, CheckResult]:
     """Run every check not excluded; a database error fails the check, it never raises."""
     results = {}
     for name, check in CHECKS.items():

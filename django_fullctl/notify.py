@@ -1,11 +1,12 @@
-"""LISTEN/NOTIFY on PostgreSQL: wake-up hints for pollers and waiters.
+"""LISTEN/NOTIFY on PostgreSQL: wake-up hints for pollers and waiters (transport only).
 
 The notifications are sent by a trigger on the task table (migration 0003), so every
 write path sends them, in the writer's transaction (delivered on commit, identical ones
 merged), without a round trip of its own. A notification is only ever a hint that
-something may have changed: whoever waits re-reads the database after it, and polls at
-a backstop interval in case a hint was lost (a dropped connection, another database).
-On other databases nothing is sent and waiting is plain polling.
+something may have changed: whoever waits re-runs its own check after it, and at a
+backstop interval in case a hint was lost (a dropped connection, another database).
+On other databases nothing is sent and waiting is plain polling. This module knows no
+model: callers hand it the check.
 """
 
 import asyncio
@@ -18,6 +19,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from django_fullctl import conf
+from django_fullctl.db import is_postgresql
 from django_fullctl.exceptions import TaskTimeout
 
 log = logging.getLogger("django_fullctl.notify")
@@ -28,10 +30,6 @@ DONE_CHANNEL = "fullctl_task_done"  # payload: the id of a task that reached a f
 
 # keys of Django's connection parameters that are not libpq/psycopg connection options
 _DJANGO_ONLY_PARAMS = {"context", "cursor_factory", "server_side_binding", "pool", "assume_role"}
-
-
-def enabled() -> bool:
-    return connection.vendor == "postgresql"
 
 
 def connection_params() -> dict:
@@ -61,8 +59,8 @@ def _deadline(timeout: float | None) -> float | None:
 
 
 def _next_wait(deadline: float | None) -> float:
-    """Seconds to sleep before the next check; raises TimeoutError once the deadline passed."""
-    interval = float(conf.get("TASK_WAIT_POLL_INTERVAL_SECONDS"))
+    """Seconds to sleep before the next check; raises TaskTimeout once the deadline passed."""
+    interval = conf.settings().wait_poll_interval
     if deadline is None:
         return interval
     remaining = deadline - time.monotonic()
@@ -71,19 +69,9 @@ def _next_wait(deadline: float | None) -> float:
     return min(interval, remaining)
 
 
-def _is_final(task_id: int) -> bool:
-    from django_fullctl.models import FINAL_STATUSES, Task
-
-    return Task.objects.filter(pk=task_id, status__in=FINAL_STATUSES).exists()
-
-
-def wait_for_final(task_id: int, timeout: float | None) -> None:
-    """Block until task ``task_id`` has a final status; TimeoutError after ``timeout`` s."""
-    wait_until(lambda: _is_final(task_id), DONE_CHANNEL, timeout)
-
-
 def wait_until(check: Callable[[], bool], channel: str, timeout: float | None) -> None:
-    """Re-run ``check`` on every notification on ``channel`` and at the backstop interval."""
+    """Re-run ``check`` on every notification on ``channel`` and at the backstop interval
+    until it is true; ``TaskTimeout`` after ``timeout`` seconds."""
     deadline = _deadline(timeout)
     listener = _try_listen(channel)
     try:
@@ -104,7 +92,7 @@ def wait_until(check: Callable[[], bool], channel: str, timeout: float | None) -
 
 
 def _try_listen(channel: str) -> psycopg.Connection | None:
-    if not enabled():
+    if not is_postgresql():
         return None
     try:
         return listen(channel)
@@ -113,16 +101,17 @@ def _try_listen(channel: str) -> psycopg.Connection | None:
         return None
 
 
-async def async_wait_for_final(task_id: int, timeout: float | None) -> None:
-    """``wait_for_final`` for the event loop: database reads run in a thread, the
-    listener is an async connection, so the loop is never blocked."""
-
+async def async_wait_until(
+    check: Callable[[], bool], channel: str, timeout: float | None
+) -> None:
+    """``wait_until`` for the event loop: ``check`` (database reads) runs in a thread and
+    the listener is an async connection, so the loop is never blocked."""
     deadline = _deadline(timeout)
-    is_pg = await sync_to_async(enabled)()
+    is_pg = await sync_to_async(is_postgresql)()
     params = await sync_to_async(connection_params)() if is_pg else None
-    listener = await _try_async_listen(params)
+    listener = await _try_async_listen(params, channel)
     try:
-        while not await sync_to_async(_is_final)(task_id):
+        while not await sync_to_async(check)():
             pause = _next_wait(deadline)
             if listener is None:
                 await asyncio.sleep(pause)
@@ -132,19 +121,19 @@ async def async_wait_for_final(task_id: int, timeout: float | None) -> None:
                     pass
             except psycopg.OperationalError:
                 await listener.close()
-                listener = await _try_async_listen(params)
+                listener = await _try_async_listen(params, channel)
     finally:
         if listener is not None:
             await listener.close()
 
 
-async def _try_async_listen(params: dict | None) -> psycopg.AsyncConnection | None:
+async def _try_async_listen(params: dict | None, channel: str) -> psycopg.AsyncConnection | None:
     if params is None:
         return None
     try:
         listener = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-        await listener.execute(f"LISTEN {DONE_CHANNEL}")
+        await listener.execute(f"LISTEN {channel}")
         return listener
     except psycopg.OperationalError as exc:
-        log.warning("cannot LISTEN on %s, polling instead: %s", DONE_CHANNEL, exc)
+        log.warning("cannot LISTEN on %s, polling instead: %s", channel, exc)
         return None

@@ -7,15 +7,16 @@ in-process (handy in tests, shells and scripts).
 """
 
 import contextlib
-import json
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from django_fullctl import conf, queue, registry
+from django_fullctl import conf, registry
+from django_fullctl.jsonvalue import json_problem
 from django_fullctl.models import Task
+from django_fullctl.states import RunStatus
 
 
 class TaskTimedOut(BaseException):
@@ -32,15 +33,16 @@ class TaskStopped(BaseException):
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended: ``status`` is completed, failed, timeout or stopped."""
+    """How a run ended, with what is to be recorded."""
 
-    status: str
+    status: RunStatus
     duration: float
     result: Any = None
     error: str | None = None
 
 
 def first_line(text: str | None) -> str:
+    """The line of an error worth a log line: a traceback's last line, else the first."""
     lines = (text or "").strip().splitlines()
     return lines[-1] if lines and lines[0].startswith("Traceback") else (lines or [""])[0]
 
@@ -49,9 +51,10 @@ def timeout_error(timeout: float) -> str:
     return f"timed out: the task ran longer than its timeout of {timeout:g}s"
 
 
-def run(
-    task: Task, watchdog: Callable[[Task], contextlib.AbstractContextManager] | None = None
-) -> Outcome:
+Watchdog = Callable[[Task], contextlib.AbstractContextManager]
+
+
+def run(task: Task, watchdog: Watchdog | None = None) -> Outcome:
     """Call the task's ``run()`` (inside ``watchdog(task)``, which enforces the timeout)."""
     guard = watchdog(task) if watchdog else contextlib.nullcontext()
     started = time.monotonic()
@@ -59,27 +62,28 @@ def run(
         with guard:
             value = task.run(*task.param.get("args", []), **task.param.get("kwargs", {}))
     except TaskTimedOut:
-        return Outcome("timeout", time.monotonic() - started, error=timeout_error(task.timeout))
+        error = timeout_error(task.timeout or 0)
+        return Outcome(RunStatus.TIMED_OUT, time.monotonic() - started, error=error)
     except TaskStopped:
-        return Outcome("stopped", time.monotonic() - started)
+        return Outcome(RunStatus.STOPPED, time.monotonic() - started)
     except (Exception, SystemExit):  # a task calling sys.exit() fails; the worker goes on
-        return Outcome("failed", time.monotonic() - started, error=traceback.format_exc())
+        error = traceback.format_exc()
+        return Outcome(RunStatus.FAILED, time.monotonic() - started, error=error)
     duration = time.monotonic() - started
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        error = f"the result ({type(value).__name__}) cannot be stored as JSON: {exc}"
-        return Outcome("failed", duration, error=error)
-    return Outcome("completed", duration, result=value)
+    problem = json_problem(value)
+    if problem:
+        error = f"the result ({type(value).__name__}) cannot be stored as JSON: {problem}"
+        return Outcome(RunStatus.FAILED, duration, error=error)
+    return Outcome(RunStatus.COMPLETED, duration, result=value)
 
 
 def record(task: Task, outcome: Outcome) -> bool:
-    """Write the outcome (fenced); False when the task was no longer ours."""
-    if outcome.status == "stopped":
+    """Write the outcome (fenced on the task's lease); False when it was no longer ours."""
+    if outcome.status is RunStatus.STOPPED:
         return False  # someone else already decided what became of it
-    if outcome.status == "completed":
-        return queue.complete(task, outcome.result, outcome.duration)
-    return queue.fail(task, outcome.error or "", outcome.duration)
+    if outcome.status is RunStatus.COMPLETED:
+        return Task.queue.complete(task.lease, outcome.result, outcome.duration)
+    return Task.queue.fail(task.lease, outcome.error or "", outcome.duration)
 
 
 def execute(task: Task) -> Outcome:
@@ -91,7 +95,8 @@ def execute(task: Task) -> Outcome:
 
 def run_next(ops: list[str] | None = None) -> Task | None:
     """Claim one runnable task (of ``ops``, default every qualified op) and run it here."""
-    claimed = queue.claim(conf.worker_id(), registry.qualified_ops() if ops is None else ops)
+    ops = registry.qualified_ops() if ops is None else ops
+    claimed = Task.queue.claim(conf.worker_id(), ops)
     if not claimed:
         return None
     task = claimed[0]

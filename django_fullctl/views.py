@@ -1,5 +1,7 @@
 """``/health``: is the queue healthy? JSON, 200 when every check passes, else 503."""
 
+from typing import Any
+
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -24,10 +26,12 @@ def health(request: HttpRequest) -> JsonResponse:
         )
     verbose = "verbose" in request.GET
     results = run_checks(exclude)
-    body = {"status": "ok" if all(r.ok for r in results.values()) else "fail", "checks": {}}
+    checks: dict[str, dict[str, Any]] = {}
     for name, result in results.items():
         entry = {"ok": result.ok, "message": result.message}
         if verbose or not result.ok:
             entry.update(result.details)
-        body["checks"][name] = entry
-    return JsonResponse(body, status=200 if body["status"] == "ok" else 503)
+        checks[name] = entry
+    ok = all(r.ok for r in results.values())
+    body = {"status": "ok" if ok else "fail", "checks": checks}
+    return JsonResponse(body, status=200 if ok else 503)

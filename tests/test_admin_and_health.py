@@ -7,7 +7,7 @@ from django.contrib.auth.models import User
 from django.test.utils import override_settings
 from example_tasks.models import EchoTask, SumTask
 
-from django_fullctl import queue
+from django_fullctl.models import Task
 
 pytestmark = [pytest.mark.portable, pytest.mark.django_db(transaction=True)]
 
@@ -53,8 +53,8 @@ def test_admin_actions_cancel_and_requeue(staff_client):
 
 def test_admin_detail_shows_the_heartbeat(staff_client):
     task = SumTask.create_task(1, 2)
-    [claimed] = queue.claim("pod-1:5", ["task_sum"])
-    queue.heartbeat(claimed.pk, claimed.attempt)
+    [claimed] = Task.queue.claim("pod-1:5", ["task_sum"])
+    Task.queue.heartbeat(claimed.lease)
     html = staff_client.get(f"{LIST_URL}{task.pk}/change/").content.decode()
     assert "Task heartbeat" in html and "pod-1:5" in html
 
@@ -71,8 +71,8 @@ def test_health_ok_on_both_paths_without_redirect(client):
 @override_settings(HEALTH_CHECK_TASK_INTERVAL_SECONDS=0.1)
 def test_health_503_lists_stale_tasks_but_no_parameters(client):
     task = EchoTask.create_task("secret-parameter-value")
-    [claimed] = queue.claim("pod-1:5", ["task_echo"])
-    queue.heartbeat(claimed.pk, claimed.attempt)
+    [claimed] = Task.queue.claim("pod-1:5", ["task_echo"])
+    Task.queue.heartbeat(claimed.lease)
     time.sleep(0.2)
     response = client.get("/health")
     assert response.status_code == 503

@@ -12,7 +12,7 @@ from example_tasks.models import (
 )
 from helpers import run_threads
 
-from django_fullctl import conf, queue, registry, runner
+from django_fullctl import conf, registry, runner
 from django_fullctl.exceptions import TaskNotRegistered, TaskRegistrationError
 from fullctl.django.models import Task, TaskHeartbeat, TaskLimitError
 from fullctl.django.tasks import TaskLimitError as TaskLimitErrorFromTasks
@@ -138,7 +138,7 @@ def test_limit_counts_pending_and_running_per_limit_id():
         LimitedTask.create_task("first")
     assert "task_limited" in str(caught.value) and "'first'" in str(caught.value)
     assert TaskLimitError is TaskLimitErrorFromTasks
-    [running] = queue.claim("w", ["task_limited"], limit=1)
+    [running] = Task.queue.claim("w", ["task_limited"], limit=1)
     with pytest.raises(TaskLimitError):
         LimitedTask.create_task(running.param["args"][0])
     runner.execute(running)
@@ -255,18 +255,28 @@ def test_unqualified_task_is_not_claimed():
 
 
 def test_settings_have_safe_defaults_and_env_override(monkeypatch):
-    for name, default in conf.DEFAULTS.items():
-        assert conf.get(name) == default  # the example project sets none of them
-    assert conf.get("TASK_ORPHANED_HEARTBEAT_TIMEOUT") == 30
-    assert conf.get("HEALTH_CHECK_TASK_INTERVAL_SECONDS") == 20
+    settings = conf.settings()  # the example project sets none of them
+    assert settings.worker_id is None
+    assert settings.track_interval == 5
+    assert settings.orphaned_heartbeat_timeout == 30
+    assert settings.health_check_interval == 20
+    assert settings.backlog_max_pending == 10000 and settings.backlog_max_age == 0
+    assert settings.default_max_attempts == 2
+    assert settings.wait_poll_interval == 1.0 and settings.poll_interval == 5.0
+    assert settings.timeout_kill_grace == 5.0 and settings.operator_interval == 10.0
     monkeypatch.setenv("TASK_TRACK_INTERVAL_SECONDS", "0.5")
-    assert conf.get("TASK_TRACK_INTERVAL_SECONDS") == 0.5
+    conf.reload()
+    try:
+        assert conf.settings().track_interval == 0.5
+    finally:
+        monkeypatch.undo()
+        conf.reload()
 
 
 def test_heartbeat_model_has_a_timestamp():
     task = SumTask.create_task(1, 1)
-    [claimed] = queue.claim("w", ["task_sum"])
-    assert queue.heartbeat(claimed.pk, claimed.attempt)
+    [claimed] = Task.queue.claim("w", ["task_sum"])
+    assert Task.queue.heartbeat(claimed.lease)
     assert TaskHeartbeat.objects.get(task=task).timestamp is not None
 
 

@@ -19,9 +19,9 @@ from django.utils import timezone
 from example_tasks.models import EchoTask, FailTask, SumTask
 from helpers import test_database_url
 
-from django_fullctl import queue, runner
-from django_fullctl.commands import CommandTask
+from django_fullctl import runner
 from django_fullctl.management.base import CommandInterface, strip_queue_tokens
+from django_fullctl.models import CommandTask
 from fullctl.django.models import Task, TaskHeartbeat
 
 pytestmark = [pytest.mark.portable, pytest.mark.django_db(transaction=True)]
@@ -378,7 +378,7 @@ def test_a_command_that_exits_non_zero_fails_its_task(monkeypatch):
         stderr.write("something went wrong\n")
         raise SystemExit(3)
 
-    monkeypatch.setattr("django_fullctl.commands.call_command", exits)
+    monkeypatch.setattr("django_fullctl.models.command_task.call_command", exits)
     CommandTask.create_task("fullctl_tasks", ["status"])
     task = run_queued()
     assert task.status == "failed"
@@ -426,10 +426,10 @@ def busy_queue(monkeypatch):
     ids = {}
     for name, worker in (("fresh", "pod-a:1"), ("stale", "pod-b:2"), ("started", "pod-a:1")):
         EchoTask.create_task(f"secret-{name}")
-        [claimed] = queue.claim(worker, ["task_echo"])
+        [claimed] = Task.queue.claim(worker, ["task_echo"])
         ids[name] = claimed.pk
         if name != "started":
-            assert queue.heartbeat(claimed.pk, claimed.attempt)
+            assert Task.queue.heartbeat(claimed.lease)
     an_hour_ago = timezone.now() - timedelta(hours=1)
     TaskHeartbeat.objects.filter(task_id=ids["stale"]).update(timestamp=an_hour_ago)
     return ids

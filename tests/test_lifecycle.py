@@ -11,15 +11,16 @@ from django.test.utils import override_settings
 from example_tasks.models import EchoTask, FailTask, NoopTask, SumTask
 from helpers import run_threads
 
-from django_fullctl import queue, runner
+from django_fullctl import runner
 from django_fullctl.exceptions import TaskStateError
+from django_fullctl.states import RescueOutcome
 from fullctl.django.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def claim_one(op: str, worker: str = "host-a:1") -> Task:
-    [task] = queue.claim(worker, [op])
+    [task] = Task.queue.claim(worker, [op])
     return task
 
 
@@ -28,7 +29,7 @@ def test_child_waits_for_its_parent():
     first_task = SumTask.create_task(1, 1)
     next_task = SumTask.create_task(2, 2, parent=first_task)
     assert next_task.waiting
-    claimed = queue.claim("w", ["task_sum"], limit=10)
+    claimed = Task.queue.claim("w", ["task_sum"], limit=10)
     assert [t.pk for t in claimed] == [first_task.pk]
     runner.execute(claimed[0])
     next_task.refresh_from_db()
@@ -72,7 +73,7 @@ def test_cancel_pending_and_running_but_not_finished():
     claimed = claim_one("task_echo")
     running.cancel("stop it")
     assert running.status == "cancelled"
-    assert not queue.complete(claimed, 1, 0.1)  # the worker's late result is ignored
+    assert not Task.queue.complete(claimed.lease, 1, 0.1)  # the worker's late result is ignored
     running.refresh_from_db()
     assert running.status == "cancelled" and running.result is None
 
@@ -84,13 +85,13 @@ def test_cancel_pending_and_running_but_not_finished():
 def test_writes_are_fenced_on_the_attempt():
     task = EchoTask.create_task("x")
     first = claim_one("task_echo", "host-a:1")
-    assert queue.requeue(first, "worker lost")
+    assert Task.queue.requeue(first.lease, "worker lost")
     second = claim_one("task_echo", "host-b:2")
     assert second.attempt == first.attempt + 1
-    assert not queue.complete(first, "stale", 1.0)
-    assert not queue.fail(first, "stale")
-    assert not queue.heartbeat(first.pk, first.attempt)
-    assert queue.complete(second, "fresh", 1.0)
+    assert not Task.queue.complete(first.lease, "stale", 1.0)
+    assert not Task.queue.fail(first.lease, "stale")
+    assert not Task.queue.heartbeat(first.lease)
+    assert Task.queue.complete(second.lease, "fresh", 1.0)
     task.refresh_from_db()
     assert task.status == "completed" and task.result == "fresh" and task.queue_id == "host-b:2"
 
@@ -100,22 +101,22 @@ def test_rescue_requeues_while_attempts_remain_then_fails():
     task = EchoTask.create_task("x")
     assert task.max_attempts == 2
     first = claim_one("task_echo")
-    assert queue.rescue(first, "worker died") == "requeued"
+    assert Task.queue.rescue(first.lease, "worker died") == RescueOutcome.REQUEUED
     task.refresh_from_db()
     assert task.status == "pending" and task.attempt == 1
     second = claim_one("task_echo")
-    assert queue.rescue(second, "worker died") == "failed"
+    assert Task.queue.rescue(second.lease, "worker died") == RescueOutcome.FAILED
     task.refresh_from_db()
     assert task.status == "failed"
     assert "worker died" in task.error and "2 attempt" in task.error
-    assert queue.rescue(second, "again") is None
+    assert Task.queue.rescue(second.lease, "again") is None
 
 
 @pytest.mark.portable
 def test_requeue_without_counting_the_attempt():
     task = EchoTask.create_task("x")
     claimed = claim_one("task_echo")
-    assert queue.requeue(claimed, "draining", count_attempt=False)
+    assert Task.queue.requeue(claimed.lease, "draining", count_attempt=False)
     task.refresh_from_db()
     assert task.status == "pending" and task.attempt == 0
 
@@ -135,11 +136,11 @@ def test_requeue_a_failed_task():
 def test_orphan_rescue_by_stale_heartbeat():
     task = EchoTask.create_task("x")
     claimed = claim_one("task_echo", "gone-pod:7")
-    assert queue.heartbeat(claimed.pk, claimed.attempt)
-    assert queue.rescue_orphans(max_age=60) == []
+    assert Task.queue.heartbeat(claimed.lease)
+    assert Task.queue.rescue_orphans(max_age=60) == []
     time.sleep(0.2)
-    [(item, outcome)] = queue.rescue_orphans(max_age=0.1)
-    assert item.id == task.pk and item.host == "gone-pod" and outcome == "requeued"
+    [(item, outcome)] = Task.queue.rescue_orphans(max_age=0.1)
+    assert item.id == task.pk and item.host == "gone-pod" and outcome == RescueOutcome.REQUEUED
     task.refresh_from_db()
     assert task.status == "pending" and "gone-pod:7" in task.error
 
@@ -159,7 +160,7 @@ def test_counts_by_op_only_count_runnable_pending():
     SumTask.create_task(1, 1, parent=parent)
     EchoTask.create_task(1)
     claim_one("task_echo")
-    assert queue.counts_by_op() == {
+    assert Task.queue.counts_by_op() == {
         "task_sum": {"pending": 1, "running": 0},
         "task_echo": {"pending": 0, "running": 1},
     }
@@ -214,7 +215,7 @@ def test_async_wait_does_not_block_the_event_loop():
 def test_concurrent_claims_never_hand_out_a_task_twice(postgresql_only):
     ids = {NoopTask.create_task().pk for _ in range(60)}
     results = run_threads(4, lambda i: [t.pk for _ in range(30) for t in
-                                        queue.claim(f"w{i}", ["task_noop"], limit=3)])
+                                        Task.queue.claim(f"w{i}", ["task_noop"], limit=3)])
     claimed = [pk for result in results for pk in result]
     assert sorted(claimed) == sorted(ids)
 
@@ -236,7 +237,7 @@ def test_claim_skips_rows_locked_by_another_claim(postgresql_only):
     holder = threading.Thread(target=hold_first_row)
     holder.start()
     lock_taken.wait(10)
-    [claimed] = queue.claim("w", ["task_noop"])
+    [claimed] = Task.queue.claim("w", ["task_noop"])
     release.set()
     holder.join()
     assert claimed.pk == second.pk

@@ -22,7 +22,7 @@ from example_tasks.models import (
 )
 from helpers import EXAMPLE_DIR, test_database_url, wait_for
 
-from django_fullctl import notify, queue
+from django_fullctl import notify
 from fullctl.django.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -224,8 +224,8 @@ def test_workers_mode_assigns_claimed_tasks(start_poller):
 
 def test_orphaned_task_of_a_vanished_pod_is_rescued(start_poller):
     task = EchoTask.create_task("left behind")
-    [claimed] = queue.claim("vanished-pod:1", ["task_echo"])
-    queue.heartbeat(claimed.pk, claimed.attempt)
+    [claimed] = Task.queue.claim("vanished-pod:1", ["task_echo"])
+    Task.queue.heartbeat(claimed.lease)
     start_poller("-p", "1", env={"TASK_ORPHANED_HEARTBEAT_TIMEOUT": "1"})
     final(task)
     assert task.status == "completed" and task.attempt == 2

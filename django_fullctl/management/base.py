@@ -49,6 +49,8 @@ class CommandInterface(BaseCommand):
     """
 
     queue_allowed = True
+    stdout: OutputWrapper
+    stderr: OutputWrapper
 
     # the tokens the parser was last given, consumed by the next execute()
     _recorded_argv: list[str] | None = None
@@ -111,7 +113,7 @@ class CommandInterface(BaseCommand):
             self.stderr = OutputWrapper(options["stderr"])
 
     def _queue(self, args: tuple, options: dict, recorded: list[str], timeout: int | None) -> str:
-        from django_fullctl.commands import CommandTask
+        from django_fullctl.models import CommandTask
 
         # a keyword timeout of call_command() skips positive_int; type() also refuses True
         if timeout is not None and (type(timeout) is not int or timeout <= 0):
@@ -176,33 +178,32 @@ def strip_queue_tokens(tokens: Sequence[str]) -> list[str]:
     the replayed argv parses without ``-Q`` refuses them.
     """
     out: list[str] = []
-    tokens = iter(tokens)
-    for token in tokens:
+    words = iter(tokens)
+    for token in words:
         if token == "--":
             out.append(token)
-            out.extend(tokens)
+            out.extend(words)
             break
         if token in ("-Q", "--queue") or token.startswith("--timeout="):
             continue
         if token == "--timeout":
-            next(tokens, None)
+            next(words, None)
             continue
         out.append(token)
     return out
 
 
 def _add_queue_arguments(parser: argparse.ArgumentParser, cls: type, suppress: bool) -> None:
-    extra = {"default": argparse.SUPPRESS} if suppress else {}
     try:
         parser.add_argument(
             "-Q", "--queue", action="store_true",
             help="queue the command as a task instead of running it; prints the task id",
-            **({"default": False} | extra),
+            default=argparse.SUPPRESS if suppress else False,
         )
         parser.add_argument(
             "--timeout", type=positive_int, metavar="SECONDS",
             help="maximum run time of the queued task (with -Q)",
-            **({"default": None} | extra),
+            default=argparse.SUPPRESS if suppress else None,
         )
     except argparse.ArgumentError as exc:
         raise TypeError(
@@ -220,7 +221,7 @@ def _record_parse_args(command: CommandInterface, parser: argparse.ArgumentParse
         command._recorded_argv = [str(a) for a in (sys.argv[1:] if args is None else args)]
         return original(args, namespace)
 
-    parser.parse_args = parse_args
+    parser.parse_args = parse_args  # type: ignore[method-assign]
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:

@@ -1,9 +1,41 @@
-"""The poller's own ``/health``: a tiny HTTP server for the pod's liveness probe."""
+"""The poller's own ``/health``: a tiny HTTP server for the pod's liveness probe, and the
+rule it applies (a pure function of the loop's and the workers' last beats)."""
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from django_fullctl.poller.slot import RunningRef
+
+
+def judge(
+    now: float,
+    loop_beat: float,
+    poll_interval: float,
+    track_interval: float,
+    workers: Sequence[tuple[str, RunningRef | None]],
+    draining: bool,
+) -> tuple[bool, dict[str, Any]]:
+    """Is this pod making progress? Judged from the supervisor's loop and the workers' own
+    beats, never from the database (an outage must not restart every pod).
+
+    The loop must have turned within ``max(30 s, 3 poll intervals)``; a worker running a
+    task must have beaten within ``3 track intervals + 2 s``.
+    """
+    loop_age = now - loop_beat
+    beat_limit = 3 * track_interval + 2
+    stuck = [wid for wid, ref in workers if ref and now - ref.last_beat > beat_limit]
+    ok = loop_age < max(30.0, 3 * poll_interval) and not stuck
+    return ok, {
+        "status": "ok" if ok else "fail",
+        "loop_age_seconds": round(loop_age, 1),
+        "workers": len(workers),
+        "busy": sum(1 for _, ref in workers if ref),
+        "stuck_workers": stuck,
+        "draining": draining,
+    }
 
 
 def serve(port: int, probe: Callable[[], tuple[bool, dict]]) -> ThreadingHTTPServer:

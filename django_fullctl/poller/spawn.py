@@ -1,64 +1,14 @@
-"""What a spawned worker process receives: kept free of Django imports, because the new
-interpreter must run ``django.setup()`` before any model module is imported."""
+"""The entry point of a spawned worker process: set Django up, then serve.
+
+Spawn (not fork) gives each worker a fresh interpreter: no inherited database
+connections, threads or locks. This module imports nothing of Django at the top,
+because ``django.setup()`` must run before any model module is imported.
+"""
 
 import signal
-import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.context import SpawnContext
 
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    self_claiming: bool
-    ops: tuple[str, ...]
-    max_tasks: int  # 0: unlimited
-    poll_interval: float
-    log_format: str
-
-
-@dataclass(frozen=True)
-class RunningRef:
-    """What the supervisor knows of a worker's running task."""
-
-    id: int
-    attempt: int
-    timeout: float  # 0: none (or no longer enforced)
-    since: float  # time.monotonic() (one clock for all processes of the machine)
-    last_beat: float
-
-
-class Slot:
-    """Shared memory in which a worker shows its supervisor what it is running.
-
-    The supervisor reads it when it needs to (timeouts, liveness, a dead worker), so a
-    task costs no message and no wake-up of the supervisor.
-    """
-
-    def __init__(self, context: SpawnContext):
-        self.values = context.Array("d", 5)  # id, attempt, timeout, since, last beat
-
-    def start(self, task_id: int, attempt: int, timeout: int | None) -> None:
-        now = time.monotonic()
-        with self.values.get_lock():
-            self.values[:] = [task_id, attempt, timeout or 0, now, now]
-
-    def stop_enforcing_timeout(self) -> None:
-        """The run is over; only its outcome is being written."""
-        self.values[2] = 0
-
-    def beat(self) -> None:
-        self.values[4] = time.monotonic()
-
-    def clear(self) -> None:
-        self.values[0] = 0
-
-    def read(self) -> RunningRef | None:
-        with self.values.get_lock():
-            task_id, attempt, timeout, since, last_beat = self.values[:]
-        if not task_id:
-            return None
-        return RunningRef(int(task_id), int(attempt), timeout, since, last_beat)
+from django_fullctl.poller.slot import Slot, WorkerConfig
 
 
 def worker_main(conn: Connection, slot: Slot, config: WorkerConfig) -> None:
@@ -73,5 +23,5 @@ def worker_main(conn: Connection, slot: Slot, config: WorkerConfig) -> None:
     from django_fullctl.poller import logs
     from django_fullctl.poller.worker import Worker
 
-    logs.configure(config.log_format)
+    logs.configure(config.log_format, config.verbosity)
     Worker(conn, slot, config).serve()

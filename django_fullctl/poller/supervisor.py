@@ -1,11 +1,12 @@
-"""The supervisor: starts and replaces worker processes, enforces timeouts, rescues tasks.
+"""The supervisor: keeps the pool of worker processes of one poller.
 
-It never runs a task itself. It notices a dead worker at once (its process sentinel)
-and rescues that worker's task; it kills a worker whose task outlived its timeout; it
-sweeps orphaned tasks of vanished pods; on SIGTERM it drains (see ``begin_drain``).
-Everything it waits on — worker pipes, process sentinels, the LISTEN connection, the
-signal wake-up socket — goes through one ``wait()`` call per loop. What a worker runs
-it reads from the worker's shared ``Slot``, so running a task costs it nothing.
+It starts and replaces workers, reaps the dead ones and rescues their tasks, kills a
+worker whose task outlived its timeout, drains on SIGTERM (see ``begin_drain``) and
+answers the liveness probe. It never runs a task itself. In ``--workers`` mode its
+``Dispatcher`` claims and assigns tasks; the maintenance services (orphan rescue) run
+from its loop. Everything it waits on (worker pipes, process sentinels, the dispatcher's
+listener, the signal wake-up socket) goes through one ``wait()`` call per loop. What a
+worker runs it reads from the worker's shared ``Slot``, so a task costs it nothing.
 """
 
 import contextlib
@@ -15,46 +16,35 @@ import os
 import signal
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 
-import psycopg
 from django.db import DatabaseError
 
-from django_fullctl import conf, notify, queue, runner
+from django_fullctl import conf, runner
 from django_fullctl.models import Task
+from django_fullctl.poller import liveness
+from django_fullctl.poller.backoff import RestartBackoff
+from django_fullctl.poller.database import close_connections, database_error
+from django_fullctl.poller.dispatcher import Dispatcher
 from django_fullctl.poller.logs import event
-from django_fullctl.poller.spawn import Slot, WorkerConfig, worker_main
-from django_fullctl.poller.worker import close_connections
-
-# crashes within this window slow down the restarts (up to MAX_RESTART_DELAY)
-CRASH_WINDOW = 60.0
-MAX_RESTART_DELAY = 30.0
-
-
-@dataclass(frozen=True)
-class PollerOptions:
-    processes: int  # self-claiming workers (--processes)
-    workers: int  # supervisor-assigned workers (--workers)
-    max_tasks: int
-    poll_interval: float
-    grace_period: float
-    log_format: str = "text"
-
-    @property
-    def size(self) -> int:
-        return self.processes or self.workers
+from django_fullctl.poller.maintenance import Maintenance
+from django_fullctl.poller.maintenance.orphans import OrphanRescue
+from django_fullctl.poller.options import PollerOptions
+from django_fullctl.poller.slot import Slot, WorkerConfig
+from django_fullctl.poller.spawn import worker_main
+from django_fullctl.states import Lease, RescueOutcome
 
 
 @dataclass
 class WorkerHandle:
-    process: multiprocessing.Process
+    process: BaseProcess
     conn: Connection
     slot: Slot
     id: str
-    # --workers mode: the (id, attempt) handed to this worker, until it reports it done
-    assigned: tuple[int, int] | None = None
+    # --workers mode: the lease handed to this worker, until it reports it done
+    assigned: Lease | None = None
     killed_for_timeout: bool = False
 
     @property
@@ -69,16 +59,16 @@ class Supervisor:
         self.id = conf.worker_id(pid=os.getpid())
         self.context = multiprocessing.get_context("spawn")
         self.handles: list[WorkerHandle] = []
-        self.crashes: deque[float] = deque()
-        self.next_start = 0.0
+        self.backoff = RestartBackoff()
         self.draining = False
         self.stopping = False
         self.drain_deadline = 0.0
         self.loop_beat = time.monotonic()
-        self.fetch_now = True
-        self.next_fetch = 0.0
-        self.next_sweep = 0.0
-        self.listener: psycopg.Connection | None = None
+        self.dispatcher = (
+            None if options.self_claiming
+            else Dispatcher(self.id, self.ops, options.size, options.poll_interval)
+        )
+        self.maintenance = Maintenance([OrphanRescue()])
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -89,9 +79,8 @@ class Supervisor:
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
-        mode = "processes" if self.options.processes else "workers"
-        event("poller started", supervisor=self.id, mode=mode, size=self.options.size,
-              ops=",".join(self.ops) or "-")
+        event("poller started", supervisor=self.id, mode=self.options.mode.value,
+              size=self.options.size, ops=",".join(self.ops) or "-")
         if not self.ops:
             event("no registered task class qualifies in these settings", logging.WARNING)
         while not self.stopping:
@@ -107,8 +96,10 @@ class Supervisor:
                     break
                 continue
             self.start_missing()
-            self.assign()
-            self.sweep()
+            if self.dispatcher is not None:
+                idle = [h for h in self.handles if not h.busy]
+                self.dispatcher.dispatch(idle, len(self.handles) - len(idle), self.start_worker)
+            self.maintenance.run_due()
         self.shutdown()
         return 0
 
@@ -135,11 +126,10 @@ class Supervisor:
             if handle.process.is_alive():
                 handle.process.kill()
             handle.process.join(5)
-            self.release(handle, "requeue")
+            self.release(handle, crashed=False)
         self.handles.clear()
-        if self.listener is not None:
-            with contextlib.suppress(psycopg.Error):
-                self.listener.close()
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         event("poller stopped", supervisor=self.id)
         close_connections()
 
@@ -147,17 +137,16 @@ class Supervisor:
 
     def next_timeout(self) -> float:
         timeout = min(1.0, self.options.poll_interval)
-        if self.options.workers and not self.draining:
-            timeout = max(0.0, min(timeout, self.next_fetch - time.monotonic()))
+        if self.dispatcher is not None and not self.draining:
+            timeout = min(timeout, self.dispatcher.timeout(time.monotonic()))
         return timeout
 
     def pump(self, timeout: float) -> None:
         """Wait for any event, then read every pending worker message and notification."""
-        listener = self.ensure_listener()
         sources: list = [self.wake_r] + [h.conn for h in self.handles]
         sources += [h.process.sentinel for h in self.handles]
-        if listener is not None:
-            sources.append(listener)
+        if self.dispatcher is not None:
+            sources += self.dispatcher.wait_sources()
         ready = wait(sources, timeout)
         if self.wake_r in ready:
             with contextlib.suppress(BlockingIOError):
@@ -165,32 +154,15 @@ class Supervisor:
         for handle in self.handles:
             if handle.conn in ready:
                 self.read(handle)
-        if listener is not None and listener in ready:
-            try:
-                if notify.received(listener) & set(self.ops):
-                    self.fetch_now = True
-            except psycopg.Error:
-                event("listener connection lost, reconnecting", logging.WARNING)
-                self.listener = None
-                self.fetch_now = True
-
-    def ensure_listener(self) -> psycopg.Connection | None:
-        """Only the ``--workers`` supervisor claims, so only it listens."""
-        if self.options.workers and self.listener is None and notify.enabled():
-            try:
-                self.listener = notify.listen(notify.NEW_CHANNEL)
-                self.fetch_now = True
-            except psycopg.Error as exc:
-                event("cannot listen for new tasks", logging.WARNING, error=type(exc).__name__)
-        return self.listener
+        if self.dispatcher is not None:
+            self.dispatcher.on_ready(ready)
 
     def read(self, handle: WorkerHandle) -> None:
-        """Messages from a ``--workers`` worker: ``("done", task_id)``."""
+        """Messages from a ``--workers`` worker: ``("done", lease)``."""
         with contextlib.suppress(EOFError, OSError):
             while handle.conn.poll():
-                if handle.conn.recv()[0] == "done":
-                    handle.assigned = None
-                    self.fetch_now = True
+                if handle.conn.recv()[0] == "done" and self.dispatcher is not None:
+                    self.dispatcher.task_done(handle)
 
     def tell(self, handle: WorkerHandle, *message: object) -> None:
         with contextlib.suppress(OSError):
@@ -202,9 +174,9 @@ class Supervisor:
         parent_conn, child_conn = self.context.Pipe()
         slot = Slot(self.context)
         config = WorkerConfig(
-            self_claiming=bool(self.options.processes), ops=self.ops,
+            self_claiming=self.options.self_claiming, ops=self.ops,
             max_tasks=self.options.max_tasks, poll_interval=self.options.poll_interval,
-            log_format=self.options.log_format,
+            log_format=self.options.log_format, verbosity=self.options.verbosity,
         )
         process = self.context.Process(
             target=worker_main, args=(child_conn, slot, config), name="fullctl-worker"
@@ -217,69 +189,62 @@ class Supervisor:
 
     def start_missing(self) -> None:
         """Keep ``--processes`` workers running; restarts slow down when workers keep dying."""
-        if not self.options.processes or time.monotonic() < self.next_start:
+        if not self.options.self_claiming or not self.backoff.may_start():
             return
-        while len(self.handles) < self.options.processes:
+        while len(self.handles) < self.options.size:
             self.start_worker()
 
     def reap(self) -> None:
         for handle in [h for h in self.handles if not h.process.is_alive()]:
             handle.process.join()
             self.handles.remove(handle)
-            code = handle.process.exitcode
+            code = handle.process.exitcode or 0
             with contextlib.suppress(OSError):
                 handle.conn.close()
             if code == 0 or handle.killed_for_timeout:
                 continue
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             event(f"worker died ({how})", logging.WARNING, worker=handle.id)
-            self.release(handle, "rescue", f"worker process {handle.id} died ({how})")
-            self.note_crash()
+            self.release(handle, crashed=True, reason=f"worker process {handle.id} died ({how})")
+            delay = self.backoff.crashed()
+            if delay is not None:
+                event("workers keep dying, slowing restarts", logging.WARNING,
+                      delay=f"{delay:g}s")
 
-    def note_crash(self) -> None:
-        now = time.monotonic()
-        self.crashes.append(now)
-        while self.crashes and self.crashes[0] < now - CRASH_WINDOW:
-            self.crashes.popleft()
-        if len(self.crashes) > 2:
-            delay = min(2.0 ** (len(self.crashes) - 2), MAX_RESTART_DELAY)
-            self.next_start = now + delay
-            event("workers keep dying, slowing restarts", logging.WARNING, delay=f"{delay:g}s")
-
-    def release(self, handle: WorkerHandle, how: str, reason: str = "") -> None:
-        """Give a stopped worker's tasks back: ``rescue`` (a crash: counts an attempt,
-        may fail the task) or ``requeue`` (a shutdown: no attempt used).
+    def release(self, handle: WorkerHandle, crashed: bool, reason: str = "") -> None:
+        """Give a stopped worker's tasks back: rescued after a crash (counts an attempt,
+        may fail the task), requeued at shutdown (no attempt used).
 
         The database says what the worker held: a self-claiming worker's ``queue_id``
         covers even a task it claimed but had not shown in its slot yet.
         """
         try:
-            if self.options.processes:
-                held = queue.running_tasks(queue_ids=[handle.id])
+            if self.options.self_claiming:
+                held = Task.queue.running_tasks(queue_ids=[handle.id])
             elif handle.assigned:
-                held = [t for t in queue.running_tasks(queue_ids=[self.id])
-                        if (t.id, t.attempt) == handle.assigned]
+                held = [t for t in Task.queue.running_tasks(queue_ids=[self.id])
+                        if t.lease == handle.assigned]
             else:
                 held = []
             for item in held:
-                if how == "rescue":
-                    outcome = queue.rescue(item.as_task(), reason)
+                outcome: RescueOutcome | None
+                if crashed:
+                    outcome = Task.queue.rescue(item.lease, reason)
                 else:
-                    requeued = queue.requeue(
-                        item.as_task(), "poller shut down", count_attempt=False
+                    requeued = Task.queue.requeue(
+                        item.lease, "poller shut down", count_attempt=False
                     )
-                    outcome = "requeued" if requeued else None
+                    outcome = RescueOutcome.REQUEUED if requeued else None
                 if outcome:
-                    event(f"task {outcome}", task=item.id, op=item.op, worker=handle.id)
+                    event(f"task {outcome.value}", task=item.id, op=item.op, worker=handle.id)
         except DatabaseError as exc:
             # the orphan sweep (or the operator) rescues them once the database is back
-            event("could not release tasks", logging.WARNING, error=type(exc).__name__)
-            close_connections()
+            database_error("could not release tasks", exc)
         handle.assigned = None
 
     def enforce_timeouts(self) -> None:
         """Kill a worker whose task ignored the soft stop, and fail that task."""
-        grace = float(conf.get("TASK_TIMEOUT_KILL_GRACE_SECONDS"))
+        grace = conf.settings().timeout_kill_grace
         now = time.monotonic()
         for handle in self.handles:
             ref = handle.slot.read()
@@ -287,69 +252,21 @@ class Supervisor:
                 continue
             handle.process.kill()
             handle.killed_for_timeout = True
-            event("task timed out, worker killed", logging.WARNING, task=ref.id,
+            event("task timed out, worker killed", logging.WARNING, task=ref.lease.task_id,
                   worker=handle.id, timeout=f"{ref.timeout:g}s")
             try:
-                error = runner.timeout_error(ref.timeout)
-                queue.fail(Task(pk=ref.id, attempt=ref.attempt), error)
-            except DatabaseError:
-                close_connections()
-
-    # -- claiming (--workers) and sweeping ------------------------------------
-
-    def assign(self) -> None:
-        """Claim tasks for idle capacity and hand each to an idle (or new) worker."""
-        if not self.options.workers:
-            return
-        now = time.monotonic()
-        if not self.fetch_now and now < self.next_fetch:
-            return
-        self.fetch_now, self.next_fetch = False, now + self.options.poll_interval
-        idle = [h for h in self.handles if not h.busy]
-        capacity = self.options.workers - (len(self.handles) - len(idle))
-        if capacity <= 0:
-            return
-        try:
-            tasks = queue.claim(self.id, self.ops, capacity)
-        except DatabaseError as exc:
-            event("database unavailable", logging.WARNING, error=type(exc).__name__)
-            close_connections()
-            return
-        for task in tasks:
-            handle = idle.pop() if idle else self.start_worker()
-            handle.assigned = (task.pk, task.attempt)
-            self.tell(handle, "run", task.pk, task.attempt)
-
-    def sweep(self) -> None:
-        """Rescue running tasks whose heartbeats stopped (their pod vanished)."""
-        now = time.monotonic()
-        if now < self.next_sweep:
-            return
-        max_age = float(conf.get("TASK_ORPHANED_HEARTBEAT_TIMEOUT"))
-        self.next_sweep = now + min(max_age / 2, 15.0)
-        try:
-            for item, outcome in queue.rescue_orphans(max_age):
-                event(f"orphaned task {outcome}", task=item.id, op=item.op, worker=item.queue_id)
-        except DatabaseError as exc:
-            event("orphan sweep skipped", logging.WARNING, error=type(exc).__name__)
-            close_connections()
+                Task.queue.fail(ref.lease, runner.timeout_error(ref.timeout))
+            except DatabaseError as exc:
+                database_error("timeout not recorded", exc, task=ref.lease.task_id)
 
     # -- liveness ----------------------------------------------------------------
 
     def liveness(self) -> tuple[bool, dict]:
-        """Is this pod making progress? Judged from the loop and the workers' own beats,
-        never from the database (an outage must not restart every pod)."""
-        now = time.monotonic()
-        loop_age = now - self.loop_beat
-        beat_limit = 3 * float(conf.get("TASK_TRACK_INTERVAL_SECONDS")) + 2
-        running = [(h, h.slot.read()) for h in self.handles]
-        stuck = [h.id for h, ref in running if ref and now - ref.last_beat > beat_limit]
-        ok = loop_age < max(30.0, 3 * self.options.poll_interval) and not stuck
-        return ok, {
-            "status": "ok" if ok else "fail",
-            "loop_age_seconds": round(loop_age, 1),
-            "workers": len(self.handles),
-            "busy": sum(1 for _, ref in running if ref),
-            "stuck_workers": stuck,
-            "draining": self.draining,
-        }
+        """This pod's liveness (see ``liveness.judge``)."""
+        return liveness.judge(
+            now=time.monotonic(), loop_beat=self.loop_beat,
+            poll_interval=self.options.poll_interval,
+            track_interval=conf.settings().track_interval,
+            workers=[(h.id, h.slot.read()) for h in self.handles],
+            draining=self.draining,
+        )

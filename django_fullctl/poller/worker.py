@@ -1,30 +1,32 @@
 """A worker process: runs tasks one at a time, showing its supervisor what it runs.
 
 In ``--processes`` mode the worker claims its own tasks (woken by LISTEN/NOTIFY, with a
-polling backstop); in ``--workers`` mode the supervisor claims and sends it task ids.
-A tracking thread writes the running task's heartbeat every
-``TASK_TRACK_INTERVAL_SECONDS``. The running task and the beats go to a shared ``Slot``;
-the pipe carries ``("drain",)`` and ``("run", id, attempt)`` from the supervisor, and
-``("done", id)`` back in ``--workers`` mode (that frees capacity at once).
+polling backstop); in ``--workers`` mode the supervisor's dispatcher claims and sends it
+leases. The running task and its beats go to a shared ``Slot``; the pipe carries
+``("drain",)`` and ``("run", lease)`` from the supervisor, and ``("done", lease)`` back in
+``--workers`` mode (that frees capacity at once).
 """
 
 import contextlib
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import psycopg
-from django.db import DatabaseError, connections
+from django.db import connections
 
-from django_fullctl import conf, notify, queue, runner
-from django_fullctl.models import Task, TaskStatus
+from django_fullctl import conf, notify, runner
+from django_fullctl.db import is_postgresql
+from django_fullctl.models import Task
+from django_fullctl.poller.database import retry_db
+from django_fullctl.poller.heartbeat import HeartbeatTracker
 from django_fullctl.poller.logs import event
-from django_fullctl.poller.spawn import Slot, WorkerConfig
+from django_fullctl.poller.slot import Slot, WorkerConfig
+from django_fullctl.states import Lease, RunStatus, TaskStatus
 
 
 class Worker:
@@ -37,7 +39,7 @@ class Worker:
         self.done = 0
         self.tracker = HeartbeatTracker(slot)
         self.listener: psycopg.Connection | None = None
-        self.guarded: int | None = None  # id of the task running inside guard()
+        self.guarded: Lease | None = None  # the lease of the task running inside guard()
 
     def serve(self) -> None:
         signal.signal(signal.SIGALRM, self.on_timeout)
@@ -64,7 +66,7 @@ class Worker:
         """Wait for the next task (None when woken without one)."""
         if not self.config.self_claiming:
             return self.receive_assignment()
-        claimed = retry_db(lambda: queue.claim(self.id, self.config.ops, 1), self.stopped)
+        claimed = retry_db(lambda: Task.queue.claim(self.id, self.config.ops, 1), self.stopped)
         if claimed:
             return claimed[0]
         self.wait_for_work(self.config.poll_interval)
@@ -78,10 +80,10 @@ class Worker:
         message = self.read_messages(None)
         if not message or message[0] != "run":
             return None
-        _, task_id, attempt = message
-        task = retry_db(lambda: Task.objects.filter(pk=task_id).first(), lambda: False)
-        if task is None or task.status != TaskStatus.RUNNING or task.attempt != attempt:
-            event("assigned task is no longer running", logging.WARNING, task=task_id)
+        lease: Lease = message[1]
+        task = retry_db(lambda: Task.objects.filter(pk=lease.task_id).first(), lambda: False)
+        if task is None or task.status != TaskStatus.RUNNING or task.lease != lease:
+            event("assigned task is no longer running", logging.WARNING, task=lease.task_id)
             return None
         return task.cast()
 
@@ -102,7 +104,8 @@ class Worker:
         listener = self.ensure_listener()
         deadline = time.monotonic() + timeout
         while not self.draining and (remaining := deadline - time.monotonic()) > 0:
-            ready = wait([self.conn] + ([listener] if listener else []), remaining)
+            sources: list[Any] = [self.conn] + ([listener] if listener else [])
+            ready = wait(sources, remaining)
             if self.conn in ready:
                 self.read_messages(0)
                 return
@@ -117,7 +120,7 @@ class Worker:
                 return
 
     def ensure_listener(self) -> psycopg.Connection | None:
-        if self.listener is None and notify.enabled():
+        if self.listener is None and is_postgresql():
             try:
                 self.listener = notify.listen(notify.NEW_CHANNEL)
             except psycopg.Error as exc:
@@ -126,8 +129,9 @@ class Worker:
 
     def drop_listener(self) -> None:
         event("listener connection lost, reconnecting", logging.WARNING, worker=self.id)
-        with contextlib.suppress(psycopg.Error):
-            self.listener.close()
+        if self.listener is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.listener.close()
         self.listener = None
 
     # -- running ----------------------------------------------------------------
@@ -137,7 +141,7 @@ class Worker:
         """While ``task`` runs, its timeout and a stop request raise inside it (signals
         reach Python's main thread, where the task runs). Outside, both are ignored: a
         late signal can never hit the next task."""
-        self.guarded = task.pk
+        self.guarded = task.lease
         if task.timeout:
             signal.setitimer(signal.ITIMER_REAL, task.timeout)
         try:
@@ -155,9 +159,10 @@ class Worker:
             raise runner.TaskStopped()
 
     def process(self, task: Task) -> None:
-        self.slot.start(task.pk, task.attempt, task.timeout)
+        lease = task.lease
+        self.slot.start(lease, task.timeout)
         event("task claimed", task=task.pk, op=task.op, worker=self.id, attempt=task.attempt)
-        self.tracker.track(task)
+        self.tracker.track(lease)
         outcome = runner.run(task, watchdog=self.guard)
         self.slot.stop_enforcing_timeout()
         recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
@@ -166,82 +171,15 @@ class Worker:
         self.done += 1
         if not self.config.self_claiming:
             with contextlib.suppress(OSError):
-                self.conn.send(("done", task.pk))
+                self.conn.send(("done", lease))
         fields = {"task": task.pk, "op": task.op, "worker": self.id}
-        if outcome.status == "stopped":
+        if outcome.status is RunStatus.STOPPED:
             event("task stopped: it was cancelled or given to another worker", **fields)
         elif not recorded:
             event("task outcome discarded: no longer ours", logging.WARNING, **fields)
-        elif outcome.status == "completed":
+        elif outcome.status is RunStatus.COMPLETED:
             event(f"task completed in {outcome.duration * 1000:.0f} ms", **fields)
-        elif outcome.status == "timeout":
+        elif outcome.status is RunStatus.TIMED_OUT:
             event("task timed out", logging.WARNING, timeout=task.timeout, **fields)
         else:
             event(f"task failed: {runner.first_line(outcome.error)}", logging.WARNING, **fields)
-
-
-class HeartbeatTracker(threading.Thread):
-    """Writes the running task's heartbeat; shows each beat to the supervisor, even when
-    the database is away, so liveness reflects this process and not the database."""
-
-    def __init__(self, slot: Slot):
-        super().__init__(name="heartbeat", daemon=True)
-        self.slot = slot
-        self.current: tuple[int, int] | None = None
-        self.lost: int | None = None  # a task whose row says it is no longer ours
-        self.wake = threading.Event()
-        self.stopping = False
-
-    def track(self, task: Task | None) -> None:
-        """Follow ``task`` (None: nothing). The first beat comes within one interval: the
-        claim's ``started`` covers the time before it, and short tasks never need one."""
-        self.current = (task.pk, task.attempt) if task is not None else None
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.wake.set()
-        self.join(timeout=5)
-
-    def run(self) -> None:
-        while not self.stopping:
-            current = self.current
-            if current is not None:
-                self.beat(*current)
-            self.wake.wait(float(conf.get("TASK_TRACK_INTERVAL_SECONDS")))
-            self.wake.clear()
-        connections.close_all()
-
-    def beat(self, task_id: int, attempt: int) -> None:
-        try:
-            if not queue.heartbeat(task_id, attempt) and self.current == (task_id, attempt):
-                event("task is no longer ours: stopping it", logging.WARNING, task=task_id)
-                self.lost = task_id
-                os.kill(os.getpid(), signal.SIGUSR1)
-        except DatabaseError as exc:
-            event("heartbeat not written", logging.WARNING, task=task_id, error=type(exc).__name__)
-            close_connections()
-        self.slot.beat()
-
-
-def close_connections() -> None:
-    with contextlib.suppress(Exception):
-        connections.close_all()
-
-
-def retry_db(action: Callable[[], Any], give_up: Callable[[], bool]) -> Any:
-    """Run ``action`` until the database answers, backing off to 10 s between tries.
-
-    Returns None if ``give_up()`` turns true while waiting (e.g. the worker drains).
-    """
-    delay = 0.5
-    while True:
-        try:
-            return action()
-        except DatabaseError as exc:
-            event("database unavailable, retrying", logging.WARNING,
-                  error=type(exc).__name__, retry_in=f"{delay:g}s")
-            close_connections()
-        if give_up():
-            return None
-        time.sleep(delay)
-        delay = min(delay * 2, 10.0)

@@ -4,7 +4,6 @@ Everything deployment-specific comes from the environment (twelve-factor style),
 same image runs the web app, the pollers, the migrations and the operator.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -72,11 +71,11 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    # the poller's event lines: fullctl_poll_tasks adds its own stdout handler, in the
+    # format of --log-format, to a logger whose records reach no handler
+    "loggers": {"django_fullctl": {"propagate": False}},
 }
 
 # Settings that task qualifiers look at (see example_tasks.models.ImportantTask).
 IMPORTANT_SETTING = False
 IMPORTANT_LIST = []
-
-# A poller pool's own settings, as the Helm chart hands them to its pods (one JSON object).
-globals().update(json.loads(os.environ.get("FULLCTL_POOL_SETTINGS") or "{}"))

@@ -22,5 +22,9 @@ def run_kopf(args: Sequence[str], prog_name: str = "fullctl_operator") -> None:
     """
     from kopf.cli import main
 
+    from django_fullctl import conf
+    from fullctl_operator import handlers
+
+    handlers.register(conf.settings().operator_interval)
     logging.getLogger().handlers.clear()
     main.main(args=["run", "--module", HANDLERS, *args], prog_name=prog_name)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from django_fullctl.states import Lease
 from fullctl_operator.pool import PoolSpec
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
@@ -23,8 +24,14 @@ BUSY_COST = "100"
 class RunningTaskLike(Protocol):
     """What the decisions need from a running task (``django_fullctl.queue.RunningTask``)."""
 
-    id: int
-    op: str
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def op(self) -> str: ...
+
+    @property
+    def lease(self) -> Lease: ...
 
     @property
     def host(self) -> str: ...

@@ -8,8 +8,8 @@ Logging in is kopf's own (its default login handler, through the ``kubernetes`` 
 the operator's client (``kube.Cluster``, ``kubernetes.aio``) is configured the same way at
 startup and closed at cleanup.
 
-Import this module after ``django.setup()`` (the entry points do): the timer's interval is
-the ``TASK_OPERATOR_INTERVAL_SECONDS`` setting, read at import.
+The timer is registered by ``register(interval)`` when the operator starts (``cli.run_kopf``
+passes the ``TASK_OPERATOR_INTERVAL_SECONDS`` setting), not when this module is imported.
 """
 
 import logging
@@ -23,7 +23,9 @@ from fullctl_operator import kube, observe, reconcile
 
 GROUP, VERSION, PLURAL = "tasks.fullctl.io", "v1", "taskpools"
 PREFIX = "tasks.fullctl.io"
-INTERVAL = float(conf.get("TASK_OPERATOR_INTERVAL_SECONDS"))
+
+# the tick the timer was registered with (see register)
+_interval: float | None = None
 
 
 @kopf.on.startup()
@@ -55,7 +57,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
             f"no Kubernetes configuration, neither in-cluster nor from a kubeconfig: {exc}"
         ) from exc
     # one snapshot of the queue serves every pool ticking within the same interval
-    memo.fullctl = reconcile.OperatorState(observe.QueueCache(max_age=INTERVAL * 0.9), cluster)
+    interval = _interval or conf.settings().operator_interval
+    memo.fullctl = reconcile.OperatorState(observe.QueueCache(max_age=interval * 0.9), cluster)
 
 
 @kopf.on.cleanup()
@@ -69,7 +72,6 @@ def _quiet_timer_success(record: logging.LogRecord) -> bool:
     return record.getMessage() != "Timer 'size' succeeded."
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, id="size", interval=INTERVAL, backoff=INTERVAL)
 async def size_pool(
     body: kopf.Body,
     spec: kopf.Spec,
@@ -88,6 +90,19 @@ async def size_pool(
         uid=uid, generation=meta.get("generation"), patch=patch,
         now=observe.now_utc(), logger=logger,
     )
+
+
+def register(interval: float) -> None:
+    """Register the sizing timer with kopf, ticking every ``interval`` seconds (once per
+    process: kopf's registry is global)."""
+    global _interval
+    if _interval is not None:
+        if _interval != interval:
+            raise RuntimeError(f"the timer already ticks every {_interval:g}s")
+        return
+    timer = kopf.timer(GROUP, VERSION, PLURAL, id="size", interval=interval, backoff=interval)
+    timer(size_pool)  # type: ignore[arg-type]  # kopf's TimerFn names every kwarg it may pass
+    _interval = interval
 
 
 @kopf.on.probe(id="queue")

@@ -15,7 +15,9 @@ from typing import Any, TypeVar
 
 from django.db import DatabaseError, close_old_connections
 
-from django_fullctl import queue, registry
+from django_fullctl import registry
+from django_fullctl.models import Task
+from django_fullctl.queue import RunningTask
 from fullctl_operator import kube
 from fullctl_operator.decisions import DELETION_COST, Deployment, Pod, parse_time
 from fullctl_operator.pool import PoolSpec
@@ -44,7 +46,7 @@ class QueueSnapshot:
     """The queue at one moment; ``counts`` is None (and ``error`` set) when unreadable."""
 
     counts: Mapping[str, Mapping[str, int]] | None
-    running: tuple[queue.RunningTask, ...]
+    running: tuple[RunningTask, ...]
     error: str | None
     taken: float  # time.monotonic()
 
@@ -56,8 +58,8 @@ class QueueSnapshot:
 def read_queue() -> QueueSnapshot:
     """The two queries of a tick. A database error is a result, not an exception."""
     try:
-        counts = queue.counts_by_op()
-        running = tuple(queue.running_tasks())
+        counts = Task.queue.counts_by_op()
+        running = tuple(Task.queue.running_tasks())
     except DatabaseError as exc:
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
         return QueueSnapshot(None, (), error[:300], time.monotonic())

@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from django_fullctl import queue
+from django_fullctl.models import Task
 from fullctl_operator import kube, observe
 from fullctl_operator.decisions import DELETION_COST, Observed, StalePod, plan
 from fullctl_operator.pool import parse_spec
@@ -35,7 +35,7 @@ class OperatorState:
 async def tick(
     *,
     state: OperatorState,
-    body: Mapping[str, Any],
+    body: kopf.Body,
     spec: Mapping[str, Any],
     status: Mapping[str, Any],
     namespace: str,
@@ -92,7 +92,7 @@ async def tick(
 
 async def _restart(
     cluster: kube.Cluster, namespace: str, victim: StalePod, threshold: float,
-    body: Mapping[str, Any], logger: Any,
+    body: kopf.Body, logger: Any,
 ) -> str:
     """Delete the stale pod (normal grace period), then rescue its tasks, fenced.
 
@@ -104,11 +104,12 @@ async def _restart(
     outcomes = []
     for task in victim.tasks:
         try:
-            outcome = await observe.in_db_thread(queue.rescue, task.as_task(), reason)
+            rescued = await observe.in_db_thread(Task.queue.rescue, task.lease, reason)
+            outcome = rescued.value if rescued else "already handled"
         except Exception as exc:  # the pod is gone; the pollers' sweep will rescue it
             logger.warning("could not rescue task %s: %s", task.id, exc)
             outcome = "left for the orphan sweep"
-        outcomes.append(f"task {task.id} {outcome or 'already handled'}")
+        outcomes.append(f"task {task.id} {outcome}")
     message = (
         f"deleted pod {victim.name}: its tasks sent no heartbeat for {victim.silent_for:.0f}s "
         f"({', '.join(outcomes)})"

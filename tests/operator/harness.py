@@ -18,15 +18,12 @@ import kubernetes.aio.config
 import kubernetes.config
 import pytest
 import yaml
-from django.test.utils import override_settings
+from fullctl_operator import handlers, observe
 
-# The operator's timer interval is read when its handlers module is imported: import it
-# once, here, with a short tick so the tests run in seconds of real time.
+# a short tick so the tests run in seconds of real time (kopf's registry is global: the
+# timer is registered once, here)
 TICK = 0.2
-with override_settings(TASK_OPERATOR_INTERVAL_SECONDS=TICK):
-    from fullctl_operator import handlers  # noqa: F401  (registers the kopf handlers)
-
-from fullctl_operator import observe  # noqa: E402
+handlers.register(TICK)
 
 NAMESPACE = "pools"
 TASKPOOLS = "tasks.fullctl.io/v1/taskpools"

@@ -36,7 +36,6 @@ from harness import (
     write_kubeconfig,
 )
 
-from django_fullctl import queue
 from fullctl.django.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,9 +102,9 @@ def create_noop_tasks(count: int) -> None:
 
 def claim_as(pod_name: str, count: int = 1) -> list[Task]:
     """What a poller's worker in ``pod_name`` does: claim, then send a heartbeat."""
-    tasks = queue.claim(f"{pod_name}:1", ["task_noop"], limit=count)
+    tasks = Task.queue.claim(f"{pod_name}:1", ["task_noop"], limit=count)
     for task in tasks:
-        queue.heartbeat(task.pk, task.attempt)
+        Task.queue.heartbeat(task.lease)
     return tasks
 
 
@@ -190,8 +189,8 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
 
     def drain() -> list[Task]:
         for worker in ("drain-0", "drain-2"):
-            for task in queue.claim(f"{worker}:1", ["task_noop"], limit=5):
-                queue.complete(task, None, 0.01)
+            for task in Task.queue.claim(f"{worker}:1", ["task_noop"], limit=5):
+                Task.queue.complete(task.lease, None, 0.01)
         return claim_as("drain-0") + claim_as("drain-1")  # two tasks still running
 
     still_running = await db(drain)
@@ -219,7 +218,7 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
     assert wish
 
     # the wish to shrink was kept: once the pods are idle it applies without a new delay
-    await db(lambda: [queue.complete(t, None, 0.01) for t in still_running])
+    await db(lambda: [Task.queue.complete(t.lease, None, 0.01) for t in still_running])
     idle = time.monotonic()
     await until(lambda: replicas(cluster, "drain-workers") == 0, timeout=20)
     last = scale_patches(cluster, "drain-workers")[-1]

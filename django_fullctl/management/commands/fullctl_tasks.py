@@ -14,8 +14,9 @@ from datetime import datetime
 
 from django.utils import timezone
 
-from django_fullctl import conf, queue
+from django_fullctl import conf
 from django_fullctl.management.base import CommandInterface
+from django_fullctl.models import Task
 
 COLUMNS = ("pending", "waiting", "running", "completed", "failed", "cancelled")
 
@@ -23,10 +24,10 @@ COLUMNS = ("pending", "waiting", "running", "completed", "failed", "cancelled")
 def status_report(now: datetime | None = None) -> dict:
     """The data that ``status`` prints: JSON-safe, without any task parameter."""
     now = now or timezone.now()
-    max_age = float(conf.get("TASK_ORPHANED_HEARTBEAT_TIMEOUT"))
-    counts = queue.counts_by_op_and_status()
-    running = queue.running_tasks()
-    stale = sorted(queue.stale_running(max_age, now=now), key=lambda item: item.id)
+    max_age = conf.settings().orphaned_heartbeat_timeout
+    counts = Task.queue.counts_by_op_and_status()
+    running = Task.queue.running_tasks()
+    stale = sorted(Task.queue.stale_running(max_age, now=now), key=lambda item: item.id)
     stale_ids = {item.id for item in stale}
     workers = Counter(item.queue_id or "" for item in running if item.id not in stale_ids)
     return {
@@ -59,7 +60,7 @@ def _age(moment: datetime | None, now: datetime) -> float | None:
 def format_report(report: dict) -> str:
     lines = []
     if report["ops"]:
-        rows = [("op", *COLUMNS)]
+        rows: list[tuple[str, ...]] = [("op", *COLUMNS)]
         rows += [(op, *map(str, entry.values())) for op, entry in report["ops"].items()]
         rows.append(("total", *map(str, report["totals"].values())))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -131,5 +132,5 @@ class Command(CommandInterface):
             self.stdout.write(format_report(report))
 
     def run_purge(self, older_than: float, **options):
-        deleted = queue.purge(older_than)
+        deleted = Task.queue.purge(older_than)
         self.stdout.write(f"deleted {deleted} finished task(s) older than {older_than:g}s")

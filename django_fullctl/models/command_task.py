@@ -4,8 +4,8 @@ Its parameters are the command's name and the argv to replay; ``run`` calls the 
 with ``call_command`` and returns what it wrote to its stdout, which becomes the task's
 result. A ``CommandError`` or a non-zero ``SystemExit`` fails the task with its message.
 
-Imported at the end of ``django_fullctl.models`` so that every process that loads the
-app (pollers included) knows the ``fullctl_command`` op.
+It is part of the models package so that every process that loads the app (pollers
+included) knows the ``fullctl_command`` op.
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ from typing import Any
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 
-from django_fullctl.models import Task
+from django_fullctl.models.task import Task
 from django_fullctl.registry import register
 
 
@@ -25,6 +25,13 @@ def check_command(name: str) -> None:
         raise CommandError(
             f"unknown command {name!r}: it is not a management command of this project"
         )
+
+
+def _command_and_argv(command: str, argv: Sequence[str] = ()) -> tuple[str, list[str]]:
+    check_command(command)
+    if isinstance(argv, str) or not all(isinstance(word, str) for word in argv):
+        raise TypeError(f"the argv of a queued command must be a list of strings: {argv!r}")
+    return command, list(argv)
 
 
 @register
@@ -40,21 +47,14 @@ class CommandTask(Task):
 
     @classmethod
     def create_task(
-        cls,
-        command: str,
-        argv: Sequence[str] = (),
-        *,
-        parent: Task | None = None,
-        timeout: int | None = None,
-    ) -> "CommandTask":
-        """Queue ``command`` with ``argv`` (the words after the command name).
+        cls, *args: Any, parent: Task | None = None, timeout: int | None = None, **kwargs: Any
+    ) -> Task:
+        """Queue ``create_task(command, argv=())``: ``argv`` is the words after the name.
 
         An unknown command raises ``CommandError`` and nothing is stored.
         """
-        check_command(command)
-        if isinstance(argv, str) or not all(isinstance(word, str) for word in argv):
-            raise TypeError(f"the argv of a queued command must be a list of strings: {argv!r}")
-        return super().create_task(command, list(argv), parent=parent, timeout=timeout)
+        command, argv = _command_and_argv(*args, **kwargs)
+        return super().create_task(command, argv, parent=parent, timeout=timeout)
 
     def run(self, command: str, argv: list[str], *args: Any, **kwargs: Any) -> str:
         stdout, stderr = StringIO(), StringIO()

@@ -1,46 +1,23 @@
-"""The task models and the task API that users write against.
+"""``Task``, one row per task, and the task API users write against.
 
-``Task`` is one row per task; task classes are proxy models of it (see ``register``).
-Every change of state goes through ``django_fullctl.queue``, the one module that
-writes task rows, so the rules of DESIGN.md (one-statement claim, fenced writes,
-atomic limits) hold whatever the caller.
+Task classes are proxy models of ``Task`` (see ``registry.register``). The user API on
+the model (create, wait, cancel, requeue) delegates every write to the model's job
+manager, ``Task.queue`` (``django_fullctl.queue``), so the rules of the queue (one-statement
+claim, fenced writes, atomic limits) hold whatever the caller.
 """
 
-import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import models
 from django.db.models import Q
 from django_handleref.models import HandleRefModel
 
-from django_fullctl import conf
+from django_fullctl import conf, notify, registry
 from django_fullctl.exceptions import TaskStateError
-from django_fullctl.qualifiers import Qualifier
-
-
-class TaskStatus(models.TextChoices):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
-ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.RUNNING)
-
-
-@dataclass(frozen=True)
-class TaskOptions:
-    """A task class's ``TaskMeta``, with the defaults filled in."""
-
-    limit: int | None = None
-    result_type: Any = None
-    qualifiers: list[Qualifier] = field(default_factory=list)
-    timeout: int | None = None
-    max_attempts: int | None = None
-    priority: int = 0
+from django_fullctl.jsonvalue import json_problem
+from django_fullctl.queue import TaskQueue
+from django_fullctl.states import FINAL_STATUSES, Lease, TaskStatus
+from django_fullctl.taskmeta import TaskOptions
 
 
 class TaskManager(models.Manager):
@@ -59,7 +36,7 @@ class Task(HandleRefModel):
     op = models.CharField(max_length=255)
     param = models.JSONField(default=dict, help_text='{"args": [...], "kwargs": {...}}')
     status = models.CharField(
-        max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING
+        max_length=16, choices=TaskStatus.choices(), default=TaskStatus.PENDING
     )
     limit_id = models.CharField(max_length=255, blank=True, default="")
     result_data = models.JSONField(null=True, blank=True)
@@ -84,23 +61,27 @@ class Task(HandleRefModel):
     finished = models.DateTimeField(null=True, blank=True)
 
     objects = TaskManager()
+    # the job manager: every write to task rows, the claim, the fenced transitions
+    queue = TaskQueue()
+
+    # how the registry recognises a task class without importing this module
+    is_fullctl_task: ClassVar[bool] = True
 
     class Meta:
         default_manager_name = "objects"
-        ordering = ("-id",)
         indexes = [
             # the claim: runnable rows only, in claim order
             models.Index(
                 models.F("priority").desc(),
                 "id",
                 name="fullctl_task_claim",
-                condition=Q(status="pending", waiting=False),
+                condition=Q(status=TaskStatus.PENDING, waiting=False),
             ),
             # limits, per-op counts, running tasks
             models.Index(
                 fields=["op", "status", "limit_id"],
                 name="fullctl_task_active",
-                condition=Q(status__in=["pending", "running"]),
+                condition=Q(status__in=[TaskStatus.PENDING, TaskStatus.RUNNING]),
             ),
         ]
 
@@ -117,13 +98,17 @@ class Task(HandleRefModel):
 
     @classmethod
     def task_options(cls) -> TaskOptions:
-        meta = getattr(cls, "TaskMeta", None)
-        names = TaskOptions.__dataclass_fields__
-        return TaskOptions(**{n: getattr(meta, n) for n in names if hasattr(meta, n)})
+        """This class's ``TaskMeta``, checked when it was registered."""
+        return registry.options_of(cls)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Do the work; task classes override this. The return value is the result."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run()")
+
+    @property
+    def lease(self) -> Lease:
+        """The fence of this attempt's writes (see ``states.Lease``)."""
+        return Lease(self.pk, self.attempt)
 
     # -- creation ---------------------------------------------------------
 
@@ -136,10 +121,8 @@ class Task(HandleRefModel):
         Raises ``TypeError`` naming the argument when one cannot be stored as JSON, and
         ``TaskLimitError`` when ``TaskMeta.limit`` instances are already pending or running.
         """
-        from django_fullctl import queue, registry
-
         registry.get_task_class(cls.HandleRef.tag)  # refuse unregistered classes early
-        _check_json(cls.HandleRef.tag, args, kwargs)
+        _check_arguments(cls.HandleRef.tag, args, kwargs)
         options = cls.task_options()
         task = cls(
             op=cls.HandleRef.tag,
@@ -147,11 +130,12 @@ class Task(HandleRefModel):
             timeout=timeout if timeout is not None else options.timeout,
             parent=parent,
             source=conf.worker_id(),
-            max_attempts=options.max_attempts or conf.get("TASK_DEFAULT_MAX_ATTEMPTS"),
+            max_attempts=options.max_attempts or conf.settings().default_max_attempts,
             priority=options.priority,
         )
         task.limit_id = task.compute_limit_id()
-        return queue.enqueue(task, options.limit)
+        Task.queue.enqueue(task, options.limit)
+        return task
 
     def compute_limit_id(self) -> str:
         """Evaluate ``generate_limit_id``, which may be a property (as documented) or a method."""
@@ -175,8 +159,6 @@ class Task(HandleRefModel):
 
     def cast(self) -> "Task":
         """This row as an instance of its registered task class (raises TaskNotRegistered)."""
-        from django_fullctl import registry
-
         cls = registry.get_task_class(self.op)
         if type(self) is not cls:
             self.__class__ = cls
@@ -184,46 +166,39 @@ class Task(HandleRefModel):
 
     # -- waiting ----------------------------------------------------------
 
+    def _is_final(self) -> bool:
+        return Task.objects.filter(pk=self.pk, status__in=FINAL_STATUSES).exists()
+
     def wait(self, timeout: float | None = None) -> "Task":
         """Block until the task is completed, failed or cancelled; raise TimeoutError after
         ``timeout`` seconds. Refreshes this instance and returns it."""
-        from django_fullctl import notify
-
-        notify.wait_for_final(self.pk, timeout)
+        notify.wait_until(self._is_final, notify.DONE_CHANNEL, timeout)
         self.refresh_from_db()
         return self
 
     async def async_wait(self, timeout: float | None = None) -> "Task":
         """``wait()`` for async code: never blocks the event loop."""
-        from asgiref.sync import sync_to_async
-
-        from django_fullctl import notify
-
-        await notify.async_wait_for_final(self.pk, timeout)
-        await sync_to_async(self.refresh_from_db)()
+        await notify.async_wait_until(self._is_final, notify.DONE_CHANNEL, timeout)
+        await self.arefresh_from_db()
         return self
 
     # -- control ----------------------------------------------------------
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Cancel a pending or running task (and its descendants)."""
-        from django_fullctl import queue
-
-        if not queue.cancel(self.pk, reason):
+        if not Task.queue.cancel(self.pk, reason):
             self.refresh_from_db()
             raise TaskStateError(f"{self} is {self.status}: only pending or running tasks cancel")
         self.refresh_from_db()
 
     def requeue(self) -> None:
         """Put a failed or cancelled task back in the queue as a fresh start."""
-        from django_fullctl import queue
-
-        if not queue.retry(self.pk):
+        if not Task.queue.retry(self.pk):
             self.refresh_from_db()
             raise TaskStateError(f"{self} is {self.status}: only failed or cancelled tasks requeue")
         self.refresh_from_db()
 
-    def delete(self, *args: Any, **kwargs: Any):
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         """Really delete (HandleRef's soft delete would leave a row in an unknown state)."""
         kwargs.pop("hard", None)
         return models.Model.delete(self, *args, **kwargs)
@@ -242,18 +217,11 @@ class TaskHeartbeat(models.Model):
         return f"heartbeat of task {self.task_id} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
 
 
-def _check_json(op: str, args: tuple, kwargs: dict) -> None:
+def _check_arguments(op: str, args: tuple, kwargs: dict) -> None:
     """Refuse arguments that cannot be stored, naming the culprit (nothing gets stored)."""
     named = [(f"argument {i}", value) for i, value in enumerate(args)]
     named += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
     for name, value in named:
-        try:
-            json.dumps(value, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{name} of task {op!r} cannot be stored as JSON"
-                f" ({type(value).__name__}: {exc})"
-            ) from exc
-
-
-from django_fullctl.commands import CommandTask  # noqa: E402,F401
+        problem = json_problem(value)
+        if problem:
+            raise TypeError(f"{name} of task {op!r} cannot be stored as JSON ({problem})")
