@@ -3,11 +3,10 @@ PostgreSQL from ``DATABASE_URL`` (``make test`` starts a throwaway embedded serv
 it is unset), or SQLite for the portable subset."""
 
 import json
-import os
 
 import pytest
 from django.db import connection
-from helpers import PollerProcess, test_database_url
+from helpers import PollerProcess, process_env, test_database_url
 
 
 @pytest.fixture
@@ -22,14 +21,15 @@ def start_poller(tmp_path):
     started: list[PollerProcess] = []
 
     def start(*args: str, settings: dict | None = None, env: dict | None = None):
-        environment = {
-            **os.environ,
+        # this run's settings module (tests.testapp.settings) and the repository root on
+        # PYTHONPATH, so the poller knows the test-only task classes
+        environment = process_env(**{
             "DATABASE_URL": test_database_url(),
             "PYTHONUNBUFFERED": "1",
             "TASK_TRACK_INTERVAL_SECONDS": "0.5",
             "FULLCTL_POOL_SETTINGS": json.dumps(settings or {}),
             **(env or {}),
-        }
+        })
         poller = PollerProcess(list(args), environment, tmp_path / f"poller-{len(started)}.log")
         started.append(poller)
         return poller

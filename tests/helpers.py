@@ -1,6 +1,8 @@
-"""Helpers the tests import: waiting with a deadline, racing threads, the test database's
-URL for other processes, and a real poller process."""
+"""Helpers the tests import: waiting with a deadline (``wait_for`` and its async twin
+``async_wait_for``), racing threads, the test database's URL and the environment for other
+processes, and a real poller process."""
 
+import asyncio
 import contextlib
 import os
 import re
@@ -25,6 +27,21 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, interval: f
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {condition}")
         time.sleep(interval)
+
+
+async def async_wait_for(
+    condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05
+):
+    """``wait_for`` without blocking the event loop: poll ``condition`` until it returns
+    something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {condition}")
+        await asyncio.sleep(interval)
 
 
 def run_threads(count: int, target: Callable[[int], object]) -> list:
@@ -70,19 +87,54 @@ def test_database_url() -> str:
 test_database_url.__test__ = False  # a helper, not a test
 
 
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "example"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE_DIR = ROOT / "example"
+
+
+TEST_SETTINGS = "tests.testapp.settings"
+
+
+def settings_module() -> str:
+    """The settings module of this test run (``tests.testapp.settings``: the example project
+    plus the test-only task classes), for the processes the tests start. Read from the
+    environment, where pytest-django puts it: under ``override_settings`` (the ``settings``
+    fixture) ``django.conf.settings.SETTINGS_MODULE`` is None."""
+    return os.environ.get("DJANGO_SETTINGS_MODULE") or TEST_SETTINGS
+
+
+def with_test_settings(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a Django process of the tests: the settings module of this run unless
+    ``env`` names one, and the repository root on ``PYTHONPATH`` so ``tests.testapp``
+    imports (a process started in example/ only finds example_project by itself)."""
+    env = dict(env)
+    env.setdefault("DJANGO_SETTINGS_MODULE", settings_module())
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(ROOT) not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *paths])
+    return env
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child process of the tests, with this run's settings
+    module and ``extra`` on top."""
+    return with_test_settings(
+        {**os.environ, "DJANGO_SETTINGS_MODULE": settings_module(), **extra}
+    )
 
 
 class PollerProcess:
-    """A real ``manage.py fullctl_poll_tasks`` in its own process group, logging to a file."""
+    """A real ``manage.py fullctl_poll_tasks`` in its own process group, logging to a file.
+
+    It runs with the settings module of ``env`` (this run's when ``env`` names none), with
+    the repository root on ``PYTHONPATH``: the test-only task classes are there."""
 
     def __init__(self, args: list[str], env: dict[str, str], log_path: Path):
         self.log_path = log_path
         self.log_file = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "fullctl_poll_tasks", *args],
-            cwd=EXAMPLE_DIR, env=env, stdout=self.log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=EXAMPLE_DIR, env=with_test_settings(env), stdout=self.log_file,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
 
     @property

@@ -1,9 +1,6 @@
 """Sample task classes, written exactly as the task documentation shows them."""
 
-import contextlib
 import os
-import signal
-import sys
 import time
 
 from fullctl.django.models import Task
@@ -127,18 +124,6 @@ class FailTask(Task):
 
 
 @register
-class UnstorableResultTask(Task):
-    class Meta:
-        proxy = True
-
-    class HandleRef:
-        tag = "task_unstorable"
-
-    def run(self, *args, **kwargs):
-        return object()
-
-
-@register
 class NoopTask(Task):
     """Does nothing: the benchmark's unit of work."""
 
@@ -150,50 +135,3 @@ class NoopTask(Task):
 
     def run(self, *args, **kwargs):
         return None
-
-
-@register
-class StubbornTask(Task):
-    """Ignores the soft timeout: the supervisor has to kill its worker."""
-
-    class Meta:
-        proxy = True
-
-    class HandleRef:
-        tag = "task_stubborn"
-
-    def run(self, seconds, *args, **kwargs):
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            # swallowing the soft timeout is the point of this task
-            with contextlib.suppress(BaseException):
-                time.sleep(0.05)
-        return seconds
-
-
-@register
-class CrashTask(Task):
-    """Kills its own worker process, like an OOM kill or a segfault would."""
-
-    class Meta:
-        proxy = True
-
-    class HandleRef:
-        tag = "task_crash"
-
-    def run(self, *args, **kwargs):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-@register
-class ExitTask(Task):
-    """Calls sys.exit(): the task fails, the worker process must not."""
-
-    class Meta:
-        proxy = True
-
-    class HandleRef:
-        tag = "task_exit"
-
-    def run(self, code=1, *args, **kwargs):
-        sys.exit(code)

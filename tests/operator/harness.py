@@ -1,8 +1,8 @@
 """What the operator's tests share: a Kubernetes emulator (kmock) that kopf can live with,
-the objects it serves, and helpers to wait and to reach the database. The fixtures that
-start the emulator and the real operator are in conftest.py."""
+the objects it serves, and a helper to reach the database (waiting with a deadline is
+``helpers.async_wait_for``). The fixtures that start the emulator and the real operator
+are in conftest.py."""
 
-import asyncio
 import itertools
 import time
 import uuid
@@ -280,18 +280,6 @@ def condition(status: dict, kind: str) -> dict:
 class Operator:
     memo: kopf.Memo
     started: float = field(default_factory=time.monotonic)
-
-
-async def until(condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.02):
-    """Wait (without blocking the loop) until ``condition()`` is truthy; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def db(fn: Callable[..., Any], *args: Any) -> Any:

@@ -26,11 +26,10 @@ from harness import (
     deployment,
     replicas,
     taskpool,
-    until,
     use_kubeconfig,
     validate_taskpool,
 )
-from helpers import test_database_url
+from helpers import async_wait_for, settings_module, test_database_url
 
 ROOT = Path(__file__).parents[2]
 
@@ -87,6 +86,9 @@ async def test_pools_ticking_together_share_one_queue_read(monkeypatch):
 
 
 def child_env(**extra: str) -> dict[str, str]:
+    """This environment without a settings module (each test names the one it wants: this
+    run's, tests.testapp.settings), with the example project and the repository root on
+    PYTHONPATH."""
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "example"), str(ROOT)])
     env.update(extra)
@@ -103,7 +105,7 @@ def test_python_m_requires_the_django_settings_module():
 def test_manage_py_hands_the_options_to_kopf():
     done = subprocess.run(
         [sys.executable, "manage.py", "fullctl_operator", "--help"], cwd=ROOT / "example",
-        env=child_env(DJANGO_SETTINGS_MODULE="example_project.settings"),
+        env=child_env(DJANGO_SETTINGS_MODULE=settings_module()),
         capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -172,15 +174,15 @@ async def test_python_m_runs_the_operator_and_exits_cleanly_on_sigterm(cluster: 
             sys.executable, "-m", "fullctl_operator", "--standalone", "--namespace", NAMESPACE,
             f"--liveness=http://127.0.0.1:{port}/healthz",
             env=child_env(
-                DJANGO_SETTINGS_MODULE="example_project.settings",
+                DJANGO_SETTINGS_MODULE=settings_module(),
                 DATABASE_URL=test_database_url(), KUBECONFIG=str(cluster.kubeconfig),
                 FULLCTL_POOL_SETTINGS=json.dumps({"TASK_OPERATOR_INTERVAL_SECONDS": 0.5}),
             ),
             stdout=out, stderr=subprocess.STDOUT,
         )
         try:
-            await until(lambda: replicas(cluster, "cli-workers") == 5 or child.returncode,
-                        timeout=40)
+            await async_wait_for(lambda: replicas(cluster, "cli-workers") == 5 or child.returncode,
+                                 timeout=40)
             assert replicas(cluster, "cli-workers") == 5, log.read_text()
             async with aiohttp.ClientSession() as session, \
                     session.get(f"http://127.0.0.1:{port}/healthz") as response:

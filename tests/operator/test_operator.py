@@ -31,10 +31,10 @@ from harness import (
     pool_status,
     replicas,
     taskpool,
-    until,
     validate_taskpool,
     write_kubeconfig,
 )
+from helpers import async_wait_for
 
 from fullctl.django.models import Task
 
@@ -133,14 +133,15 @@ def events(cluster: Emulator, reason: str) -> list[dict]:
 async def wait_ticks(cluster: Emulator, deployment_name: str, count: int) -> None:
     """Let the operator tick ``count`` more times for this pool."""
     start = len(cluster.requests_for("GET", "deployments", name=deployment_name))
-    await until(lambda: len(cluster.requests_for("GET", "deployments", name=deployment_name))
-                >= start + count)
+    await async_wait_for(
+        lambda: len(cluster.requests_for("GET", "deployments", name=deployment_name))
+        >= start + count)
 
 
 async def started(cluster: Emulator, pool: str) -> dict:
     """Wait for the pool's first status (its first tick)."""
-    return await until(lambda: pool_status(cluster, pool).get("lastDecision")
-                       and pool_status(cluster, pool))
+    return await async_wait_for(lambda: pool_status(cluster, pool).get("lastDecision")
+                                and pool_status(cluster, pool))
 
 
 # -- scaling ------------------------------------------------------------------------
@@ -154,20 +155,21 @@ async def test_a_burst_of_tasks_scales_the_deployment_up(cluster, operator):
 
     await db(create_noop_tasks, 200)
     burst = time.monotonic()
-    await until(lambda: replicas(cluster, "burst-workers") == 50)
+    await async_wait_for(lambda: replicas(cluster, "burst-workers") == 50)
 
     [patch] = scale_patches(cluster, "burst-workers")
     assert patch.data["spec"] == {"replicas": 50}
     ticks = ticks_between(cluster, "burst-workers", burst, patch.at)
     print(f"\nMEASURED burst of 200 tasks -> scale patch: {patch.at - burst:.3f}s, "
           f"{ticks} tick(s) of {TICK}s")
-    status = await until(lambda: pool_status(cluster, "burst").get("desiredReplicas") == 50
-                         and pool_status(cluster, "burst"))
+    status = await async_wait_for(
+        lambda: pool_status(cluster, "burst").get("desiredReplicas") == 50
+        and pool_status(cluster, "burst"))
     assert status["pending"] == 200 and status["running"] == 0
     assert status["lastDecision"].startswith("scaling up 1 -> 50: 200 pending")
     assert status["lastScaleTime"]
     validate_taskpool(cluster.objects[TASKPOOLS, NAMESPACE, "burst"].raw)  # status included
-    scaled = await until(lambda: events(cluster, "Scaled"))
+    scaled = await async_wait_for(lambda: events(cluster, "Scaled"))
     assert [e["message"] for e in scaled] == [status["lastDecision"]]
     assert scaled[0]["involvedObject"]["kind"] == "TaskPool"
     # steady afterwards: no second patch, and the status is written once more (the decision
@@ -195,7 +197,7 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
 
     still_running = await db(drain)
     drained = time.monotonic()
-    await until(lambda: replicas(cluster, "drain-workers") == 2, timeout=20)
+    await async_wait_for(lambda: replicas(cluster, "drain-workers") == 2, timeout=20)
     [down] = scale_patches(cluster, "drain-workers")
     assert down.data["spec"] == {"replicas": 2}  # 2 running want 1, but 2 pods are busy
     assert down.at - drained >= 2.0, "scaled down before scaleDownDelaySeconds"
@@ -209,7 +211,7 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
         for c in cluster.requests_for("PATCH", "pods") if c.at <= down.at
     }
     assert costs == {"drain-0": "100", "drain-1": "100", "drain-2": "-100"}
-    status = await until(  # the status of the tick that scaled
+    status = await async_wait_for(  # the status of the tick that scaled
         lambda: "keep it at 2" in pool_status(cluster, "drain").get("lastDecision", "")
         and pool_status(cluster, "drain"))
     assert status["lastDecision"].startswith("scaling down 3 -> 2")
@@ -220,7 +222,7 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
     # the wish to shrink was kept: once the pods are idle it applies without a new delay
     await db(lambda: [Task.queue.complete(t.lease, None, 0.01) for t in still_running])
     idle = time.monotonic()
-    await until(lambda: replicas(cluster, "drain-workers") == 0, timeout=20)
+    await async_wait_for(lambda: replicas(cluster, "drain-workers") == 0, timeout=20)
     last = scale_patches(cluster, "drain-workers")[-1]
     assert last.data["spec"] == {"replicas": 0}
     # no second delay: no tick after the pods went idle started a new lowerSince clock
@@ -230,7 +232,7 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
         if c.at <= last.at and c.data["status"].get("lowerSince")
     }
     assert clocks <= {wish}
-    await until(lambda: len(events(cluster, "Scaled")) == 2)
+    await async_wait_for(lambda: len(events(cluster, "Scaled")) == 2)
 
 
 # -- stale pods ------------------------------------------------------------------------
@@ -251,7 +253,7 @@ async def test_a_pod_whose_heartbeat_went_stale_is_deleted_and_its_task_requeued
     tasks = await db(lambda: {name: claim_as(name)[0]
                               for name in ("stale-0", "stale-1", "stale-2", "other-0")})
     heartbeat = time.monotonic()  # the heartbeats were just written: stale 1s from now
-    await until(lambda: len(cluster.requests_for("DELETE", "pods")) >= 2, timeout=20)
+    await async_wait_for(lambda: len(cluster.requests_for("DELETE", "pods")) >= 2, timeout=20)
 
     deletes = cluster.requests_for("DELETE", "pods")
     assert sorted(c.name for c in deletes) == ["stale-0", "stale-1"]
@@ -272,11 +274,9 @@ async def test_a_pod_whose_heartbeat_went_stale_is_deleted_and_its_task_requeued
     for name in ("stale-2", "other-0"):  # terminating, or not ours: left alone
         task = await db(lambda n=name: Task.objects.get(pk=tasks[n].pk))
         assert task.status == "running"
-    status = await until(lambda: pool_status(cluster, "stale").get("restartedPods") == 2
-                         and pool_status(cluster, "stale"))
-    assert status["restartedPods"] == 2
-    restarted = await until(lambda: len(events(cluster, "RestartedPod")) == 2
-                            and events(cluster, "RestartedPod"))
+    await async_wait_for(lambda: pool_status(cluster, "stale").get("restartedPods") == 2)
+    restarted = await async_wait_for(lambda: len(events(cluster, "RestartedPod")) == 2
+                                     and events(cluster, "RestartedPod"))
     assert all(e["type"] == "Warning" for e in restarted)
 
 
@@ -318,7 +318,7 @@ async def test_a_database_outage_holds_the_size(cluster, operator, postgresql_on
     cluster.put(DEPLOYMENTS, deployment("outage-workers", 3))
     async with database_outage():
         await create_taskpool(cluster, POOLS["outage"])
-        status = await until(
+        status = await async_wait_for(
             lambda: condition(pool_status(cluster, "outage"), "DatabaseReachable")
             .get("status") == "False" and pool_status(cluster, "outage"))
         await wait_ticks(cluster, "outage-workers", 3)
@@ -329,8 +329,8 @@ async def test_a_database_outage_holds_the_size(cluster, operator, postgresql_on
         assert status["desiredReplicas"] == 3
 
     # back: the empty queue now scales it down (scaleDownDelaySeconds=0)
-    await until(lambda: replicas(cluster, "outage-workers") == 0)
-    status = await until(
+    await async_wait_for(lambda: replicas(cluster, "outage-workers") == 0)
+    status = await async_wait_for(
         lambda: condition(pool_status(cluster, "outage"), "DatabaseReachable")
         .get("status") == "True" and pool_status(cluster, "outage"))
     assert status["pending"] == 0
@@ -343,9 +343,11 @@ async def test_a_paused_pool_is_left_alone(cluster, operator):
     await db(claim_as, "paused-0")  # its heartbeat goes stale after 1s
     heartbeat = time.monotonic()
     await create_taskpool(cluster, POOLS["paused"])
-    status = await until(lambda: pool_status(cluster, "paused").get("pending") == 40
-                         and pool_status(cluster, "paused"))
-    await until(lambda: time.monotonic() > heartbeat + 1.5)
+    status = await async_wait_for(lambda: pool_status(cluster, "paused").get("pending") == 40
+                                  and pool_status(cluster, "paused"))
+    # the behaviour under test: the heartbeat goes stale (staleHeartbeatSeconds=1), and the
+    # paused pool still restarts nothing
+    await async_wait_for(lambda: time.monotonic() > heartbeat + 1.5)
     await wait_ticks(cluster, "paused-workers", 3)
 
     assert not scale_patches(cluster, "paused-workers")
@@ -370,10 +372,11 @@ async def test_a_pool_counts_only_the_tasks_its_settings_qualify_for(cluster, op
     await db(create)
     await create_taskpool(cluster, POOLS["plain"])
     await create_taskpool(cluster, POOLS["important"])
-    plain = await until(lambda: pool_status(cluster, "plain").get("pending") is not None
-                        and pool_status(cluster, "plain"))
-    important = await until(lambda: replicas(cluster, "important-workers") == 11
-                            and pool_status(cluster, "important"))
+    plain = await async_wait_for(
+        lambda: pool_status(cluster, "plain").get("pending") is not None
+        and pool_status(cluster, "plain"))
+    important = await async_wait_for(lambda: replicas(cluster, "important-workers") == 11
+                                     and pool_status(cluster, "important"))
     # IMPORTANT_SETTING is False in the operator's settings: the plain pool counts 4 tasks
     assert plain["pending"] == 4 and plain["desiredReplicas"] == 1
     assert important["pending"] == 44
@@ -382,15 +385,16 @@ async def test_a_pool_counts_only_the_tasks_its_settings_qualify_for(cluster, op
 
 async def test_a_missing_deployment_and_a_bad_spec_are_conditions(cluster, operator):
     await create_taskpool(cluster, POOLS["ghost"])
-    status = await until(lambda: condition(pool_status(cluster, "ghost"), "DeploymentFound")
-                         and pool_status(cluster, "ghost"))
+    status = await async_wait_for(
+        lambda: condition(pool_status(cluster, "ghost"), "DeploymentFound")
+        and pool_status(cluster, "ghost"))
     assert condition(status, "DeploymentFound")["status"] == "False"
     assert condition(status, "SpecValid")["status"] == "False"
     assert "minReplicas 3 is above maxReplicas 2" in condition(status, "SpecValid")["message"]
     assert condition(status, "Ready")["reason"] == "DeploymentNotFound"
     # the timer keeps running without errors
-    await until(lambda: len(cluster.requests_for("GET", "deployments",
-                                                 name="no-such-deployment")) >= 3)
+    await async_wait_for(lambda: len(cluster.requests_for("GET", "deployments",
+                                                          name="no-such-deployment")) >= 3)
     assert not cluster.requests_for("PATCH", "deployments")
 
 
@@ -411,7 +415,7 @@ async def test_only_the_taskpool_carries_the_finalizer(cluster, operator):
     # deleting the pool: kopf releases its finalizer and the object goes
     async with cluster.delete(f"/apis/tasks.fullctl.io/v1/namespaces/{NAMESPACE}/taskpools/burst"):
         pass
-    await until(lambda: cluster.objects[TASKPOOLS, NAMESPACE, "burst"].deleted)
+    await async_wait_for(lambda: cluster.objects[TASKPOOLS, NAMESPACE, "burst"].deleted)
     assert replicas(cluster, "burst-workers") == 1  # the Deployment is left as it was
 
 
@@ -433,8 +437,8 @@ async def test_rotated_credentials_reach_kopf_and_the_operators_client(
     cluster.token = "rotated"
     rotated = time.monotonic()
     await db(create_noop_tasks, 200)
-    await until(lambda: replicas(cluster, "burst-workers") == 50)
-    await until(lambda: pool_status(cluster, "burst").get("desiredReplicas") == 50)
+    await async_wait_for(lambda: replicas(cluster, "burst-workers") == 50)
+    await async_wait_for(lambda: pool_status(cluster, "burst").get("desiredReplicas") == 50)
 
     after = [c for c in cluster.calls if c.at >= rotated and not c.agent.startswith("kmock")]
     refused = {c.agent.split("/")[0] for c in after if c.authorization != "Bearer rotated"}

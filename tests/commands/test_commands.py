@@ -17,7 +17,7 @@ from django.db import connection
 from django.test.utils import override_settings
 from django.utils import timezone
 from example_tasks.models import EchoTask, FailTask, SumTask
-from helpers import test_database_url
+from helpers import EXAMPLE_DIR, test_database_url
 
 from django_fullctl import runner
 from django_fullctl.management.base import CommandInterface, strip_queue_tokens
@@ -25,8 +25,6 @@ from django_fullctl.models import CommandTask
 from fullctl.django.models import Task, TaskHeartbeat
 
 pytestmark = [pytest.mark.portable, pytest.mark.django_db(transaction=True)]
-
-EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "example"
 
 
 # -- helpers and fixtures ------------------------------------------------------
@@ -67,6 +65,8 @@ def database_url() -> str:
 
 
 def manage_py(database_url: str, *argv: str) -> subprocess.CompletedProcess:
+    """``manage.py`` as documented: with its own default settings (the example project's),
+    which is all the shipped commands need."""
     env = {**os.environ, "DATABASE_URL": database_url}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     return subprocess.run(

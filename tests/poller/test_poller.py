@@ -5,25 +5,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 import pytest
 from django.db import connection
-from example_tasks.models import (
-    CrashTask,
-    EchoTask,
-    ExitTask,
-    ImportantTask,
-    SleepTask,
-    StubbornTask,
-    SumTask,
-)
-from helpers import EXAMPLE_DIR, test_database_url, wait_for
+from example_tasks.models import EchoTask, ImportantTask, SleepTask, SumTask
+from helpers import EXAMPLE_DIR, process_env, test_database_url, wait_for
 
 from django_fullctl import notify
 from fullctl.django.models import Task
+from tests.testapp.models import CrashTask, ExitTask, StubbornTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,6 +37,27 @@ def worker_pid(task: Task) -> int:
     return int(task.queue_id.rsplit(":", 1)[1])
 
 
+# the LISTEN connections of idle workers (each one's last query is its LISTEN)
+LISTENERS = (
+    "FROM pg_stat_activity WHERE datname = current_database()"
+    f" AND query = 'LISTEN {notify.NEW_CHANNEL}'"
+)
+
+
+def database_clock():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def listening(since) -> bool:
+    """An idle worker connected since ``since`` listens: it claimed nothing and waits for
+    a notification (listeners of an earlier test's pollers may not be gone yet)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) {LISTENERS} AND backend_start >= %s", [since])
+        return cursor.fetchone()[0] > 0
+
+
 def test_processes_mode_runs_tasks_and_logs_each_event(start_poller):
     poller = start_poller("--processes", "2")
     tasks = [SumTask.create_task(i, i) for i in range(10)]
@@ -62,39 +75,23 @@ def test_processes_mode_runs_tasks_and_logs_each_event(start_poller):
     assert "poller stopped" in poller.output
 
 
-def test_json_log_format(start_poller):
-    poller = start_poller("-p", "1", "--log-format", "json")
-    final(SumTask.create_task(1, 2))
-    poller.wait_for_log('"event": "task completed')
-    events = [json.loads(line) for line in poller.output.splitlines() if line.startswith("{")]
-    completed = [e for e in events if e["event"].startswith("task completed")]
-    assert completed and completed[0]["op"] == "task_sum" and completed[0]["task"]
-
-
 def test_new_task_wakes_an_idle_worker_through_notify(start_poller, postgresql_only):
-    poller = start_poller("-p", "1", "--poll-interval", "600")
-    poller.wait_for_log("worker started")
-    time.sleep(0.5)  # let the worker reach its idle wait (nothing to assert on meanwhile)
+    since = database_clock()
+    start_poller("-p", "1", "--poll-interval", "600")
+    # the worker claimed nothing and opened its listener: from here on only a notification
+    # (or the backstop poll) makes it claim again
+    wait_for(lambda: listening(since))
     # the backstop poll is 10 minutes away: finishing at all proves the notification woke it
     assert final(SumTask.create_task(2, 3), timeout=20).result == 5
 
 
 def test_listener_connection_loss_is_repaired(start_poller, postgresql_only):
+    since = database_clock()
     poller = start_poller("-p", "1", "--poll-interval", "600")
     final(SumTask.create_task(1, 1))
-    listeners = (
-        "FROM pg_stat_activity WHERE datname = current_database()"
-        f" AND query = 'LISTEN {notify.NEW_CHANNEL}'"
-    )
-
-    def listening() -> bool:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT count(*) {listeners}")
-            return cursor.fetchone()[0] > 0
-
-    wait_for(listening)  # the idle worker has opened its listener
+    wait_for(lambda: listening(since))  # the idle worker has opened its listener
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT pg_terminate_backend(pid) {listeners}")
+        cursor.execute(f"SELECT pg_terminate_backend(pid) {LISTENERS}")
     poller.wait_for_log("listener connection lost")
     assert final(SumTask.create_task(2, 2), timeout=20).result == 4
 
@@ -297,7 +294,7 @@ def test_database_outage_is_ridden_out(start_poller, db_proxy, unused_tcp_port):
 def test_bad_options_are_refused_clearly(args, message):
     result = subprocess.run(
         [sys.executable, "manage.py", "fullctl_poll_tasks", *args],
-        cwd=EXAMPLE_DIR, env={**os.environ, "DATABASE_URL": test_database_url()},
+        cwd=EXAMPLE_DIR, env=process_env(DATABASE_URL=test_database_url()),
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode != 0

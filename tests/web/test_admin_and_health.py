@@ -73,7 +73,7 @@ def test_health_503_lists_stale_tasks_but_no_parameters(client):
     task = EchoTask.create_task("secret-parameter-value")
     [claimed] = Task.queue.claim("pod-1:5", ["task_echo"])
     Task.queue.heartbeat(claimed.lease)
-    time.sleep(0.2)
+    time.sleep(0.2)  # the behaviour under test: the heartbeat ages past the 0.1 s interval
     response = client.get("/health")
     assert response.status_code == 503
     body = response.json()

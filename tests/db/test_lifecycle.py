@@ -3,15 +3,16 @@
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connections
+from django.db import connection, connections
 from django.test.utils import override_settings
 from example_tasks.models import EchoTask, FailTask, NoopTask, SumTask
-from helpers import run_threads
+from helpers import run_threads, wait_for
 
-from django_fullctl import runner
+from django_fullctl import notify, runner
 from django_fullctl.exceptions import TaskStateError
 from django_fullctl.states import RescueOutcome
 from fullctl.django.models import Task
@@ -138,7 +139,7 @@ def test_orphan_rescue_by_stale_heartbeat():
     claimed = claim_one("task_echo", "gone-pod:7")
     assert Task.queue.heartbeat(claimed.lease)
     assert Task.queue.rescue_orphans(max_age=60) == []
-    time.sleep(0.2)
+    time.sleep(0.2)  # the behaviour under test: the heartbeat ages past max_age=0.1
     [(item, outcome)] = Task.queue.rescue_orphans(max_age=0.1)
     assert item.id == task.pk and item.host == "gone-pod" and outcome == RescueOutcome.REQUEUED
     task.refresh_from_db()
@@ -166,21 +167,57 @@ def test_counts_by_op_only_count_runnable_pending():
     }
 
 
-def complete_later(task_id: int, delay: float) -> threading.Thread:
+def complete_when(ready: Callable[[], object]) -> threading.Thread:
+    """Run the pending ``task_sum`` in another thread as soon as ``ready()``."""
+
     def body():
-        time.sleep(delay)
-        runner.run_next(["task_sum"])
-        connections.close_all()
+        try:
+            wait_for(ready)
+            runner.run_next(["task_sum"])
+        finally:
+            connections.close_all()
 
     thread = threading.Thread(target=body)
     thread.start()
     return thread
 
 
+def complete_later(task_id: int, delay: float) -> threading.Thread:
+    # a fixed delay on purpose: the wait has to last while the event loop is watched
+    started = time.monotonic()
+    return complete_when(lambda: time.monotonic() - started >= delay)
+
+
+def waiting_for_a_notification(since) -> Callable[[], bool]:
+    """This thread's connection is waiting on ``DONE_CHANNEL``: its listener (connected
+    since ``since``) has run LISTEN, and this connection ran the first check after it."""
+    connection.ensure_connection()
+    waiter = connection.connection.info.backend_pid
+
+    def check() -> bool:
+        with connections["default"].cursor() as cursor:  # the completing thread's own
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity waiter, pg_stat_activity listener"
+                " WHERE waiter.pid = %s AND waiter.state = 'idle'"
+                " AND listener.datname = waiter.datname AND listener.query = %s"
+                " AND listener.backend_start >= %s"
+                " AND waiter.query_start > listener.query_start",
+                [waiter, f"LISTEN {notify.DONE_CHANNEL}", since],
+            )
+            return cursor.fetchone()[0] > 0
+
+    return check
+
+
 @override_settings(TASK_WAIT_POLL_INTERVAL_SECONDS=60)
 def test_wait_is_woken_by_the_completion_notification(postgresql_only):
     task = SumTask.create_task(2, 3)
-    thread = complete_later(task.pk, 0.3)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        [since] = cursor.fetchone()
+    # completed only once the waiter listens and found the task unfinished: the result can
+    # then reach it through the notification (or the backstop poll, a minute away)
+    thread = complete_when(waiting_for_a_notification(since))
     # the backstop poll is 60 s: returning inside the 20 s timeout proves the NOTIFY woke it
     task.wait(timeout=20)
     thread.join()
@@ -197,7 +234,7 @@ def test_async_wait_does_not_block_the_event_loop():
     async def ticker():
         nonlocal ticks
         while True:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # a beat of the loop: counting them is the test
             ticks += 1
 
     async def scenario():

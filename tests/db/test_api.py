@@ -3,20 +3,15 @@
 import pytest
 from django.db import models, transaction
 from django.test.utils import isolate_apps, override_settings
-from example_tasks.models import (
-    EchoTask,
-    LimitedTask,
-    PairTask,
-    SumTask,
-    UnstorableResultTask,
-)
-from helpers import run_threads
+from example_tasks.models import EchoTask, LimitedTask, PairTask, SumTask
+from helpers import ROOT, run_threads
 
 from django_fullctl import conf, registry, runner
 from django_fullctl.exceptions import TaskNotRegistered, TaskRegistrationError
 from fullctl.django.models import Task, TaskHeartbeat, TaskLimitError
 from fullctl.django.tasks import TaskLimitError as TaskLimitErrorFromTasks
 from fullctl.django.tasks import qualifiers, register
+from tests.testapp.models import UnstorableResultTask
 
 pytestmark = [pytest.mark.portable, pytest.mark.django_db(transaction=True)]
 
@@ -281,7 +276,5 @@ def test_heartbeat_model_has_a_timestamp():
 
 
 def test_every_setting_is_documented():
-    from pathlib import Path
-
-    guide = (Path(__file__).parents[1] / "docs" / "usage.md").read_text()
+    guide = (ROOT / "docs" / "usage.md").read_text()
     assert [name for name in conf.DEFAULTS if f"`{name}`" not in guide] == []
