@@ -6,7 +6,8 @@
 #   poller     python manage.py fullctl_poll_tasks --processes N --grace-period G --health-port 8081
 #   operator   python -m fullctl_operator --standalone --namespace NS --liveness=http://0.0.0.0:8080/healthz
 #   migrations python manage.py migrate --noinput
-# Runs as uid 10001 with a read-only root filesystem; only /tmp needs to be writable.
+# Runs as uid 10001 with a read-only root filesystem; only /tmp needs to be writable. Static files
+# are collected at build time into /app/static (DJANGO_STATIC_ROOT) and served by WhiteNoise.
 #
 # Build: docker build -t fullctl-tasks:0.1.0 .
 
@@ -53,9 +54,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=example_project.settings \
+    DJANGO_STATIC_ROOT=/app/static \
     HOME=/tmp
 
 WORKDIR /app/example
+# Static files (the admin's CSS and JS), collected now into the image, read-only at run time:
+# hashed, compressed copies and their manifest, which WhiteNoise serves from the web app.
+# collectstatic reads the settings only; it opens no database.
+RUN python manage.py collectstatic --noinput --verbosity 0
 USER 10001:10001
 
 # 8000: web (gunicorn), 8081: poller liveness, 8080: operator liveness

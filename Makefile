@@ -19,10 +19,23 @@ $(STAMP): pyproject.toml
 tools:
 	bash tools/install-tools.sh
 
+# Debian's chromium for the browser tests (tests/web/test_admin_browser.py), installed when
+# missing and running as root (idempotent); otherwise one line, and those tests skip
+.PHONY: browser
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "browser: installing chromium (apt-get)"; \
+		apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "browser: /usr/bin/chromium is missing and this is not root: the browser tests skip (as root: apt-get install chromium)"; \
+	fi
+
 demo: $(STAMP)
 	$(WITH_PG) $(PY) example/demo.py
 
-test: $(STAMP) tools lint test-pg test-sqlite
+test: $(STAMP) tools browser lint test-pg test-sqlite
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

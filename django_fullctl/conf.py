@@ -62,6 +62,12 @@ def non_negative_int(value: Any) -> int:
     return int(_number(value, positive=False, integer=True))
 
 
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"{value!r} is not True or False")
+
+
 def optional_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value or None
@@ -101,6 +107,9 @@ class FullctlSettings:
     )
     # the operator's tick, in seconds
     operator_interval: float = _setting("TASK_OPERATOR_INTERVAL_SECONDS", 10.0, positive)
+    # log the first line of a failed task's exception message (False: its class only;
+    # messages are user text and may quote task parameters)
+    log_error_messages: bool = _setting("TASK_LOG_ERROR_MESSAGES", True, boolean)
 
 
 SETTING_NAMES = {f.metadata["name"]: f.name for f in fields(FullctlSettings)}

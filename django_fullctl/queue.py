@@ -379,8 +379,20 @@ class TaskQueue(models.Manager):
         return True
 
     def retry(self, task_id: int) -> bool:
-        """Start a failed or cancelled task again, with fresh attempts."""
+        """Start a failed or cancelled task again, with fresh attempts; False if it was not
+        failed or cancelled.
+
+        The descendants that were cancelled because it did not complete (``_cancel_descendants``,
+        or created under it once it had failed) go back to pending too, waiting for their
+        parent, so the chain runs again as one. Descendants cancelled for another reason (by
+        hand), and theirs, are left alone.
+        """
         now = timezone.now()
+        fresh: dict[str, Any] = {
+            "status": TaskStatus.PENDING, "attempt": 0, "queue_id": None, "error": None,
+            "result_data": None, "time": None, "claimed": None, "started": None,
+            "finished": None, "updated": now,
+        }
         with transaction.atomic():
             task = self.rows().select_for_update().filter(
                 pk=task_id, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)
@@ -390,12 +402,32 @@ class TaskQueue(models.Manager):
             waiting = task.parent_id is not None and not self.rows().filter(
                 pk=task.parent_id, status=TaskStatus.COMPLETED
             ).exists()
-            self.rows().filter(pk=task_id).update(
-                status=TaskStatus.PENDING, attempt=0, waiting=waiting, queue_id=None,
-                error=None, result_data=None, time=None, claimed=None, started=None,
-                finished=None, updated=now,
-            )
+            self.rows().filter(pk=task_id).update(waiting=waiting, **fresh)
+            restored = self._restore_cancelled_descendants(task_id, fresh)
+            # a fresh start: no sign of life left over from the last run
+            self.heartbeats().filter(task_id__in=[task_id, *restored]).delete()
         return True
+
+    def _restore_cancelled_descendants(self, task_id: int, fresh: dict[str, Any]) -> list[int]:
+        """Put back to pending, waiting, the descendants cancelled because ``task_id`` (or a
+        descendant cancelled with it) did not complete: each one's error names its own parent
+        (``parent task <id> ...``). Returns their ids."""
+        restored: list[int] = []
+        parents = [task_id]
+        while parents:
+            cancelled = self.rows().filter(
+                parent_id__in=parents, status=TaskStatus.CANCELLED, error__startswith="parent task "
+            ).values_list("pk", "parent_id", "error")
+            parents = [
+                pk for pk, parent_id, error in cancelled
+                if error.startswith(f"parent task {parent_id} ")
+            ]
+            if parents:
+                self.rows().filter(pk__in=parents, status=TaskStatus.CANCELLED).update(
+                    waiting=True, **fresh
+                )
+                restored += parents
+        return restored
 
     def _cancel_descendants(self, task_id: int, outcome: str) -> None:
         """Cancel every pending descendant of a task that will not complete.

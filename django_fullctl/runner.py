@@ -33,12 +33,21 @@ class TaskStopped(BaseException):
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended, with what is to be recorded."""
+    """How a run ended, with what is to be recorded (``error``: the traceback) and what
+    may be logged (``error_class`` and the first line of the message)."""
 
     status: RunStatus
     duration: float
     result: Any = None
     error: str | None = None
+    error_class: str | None = None
+    error_message: str | None = None
+
+    @classmethod
+    def failed(cls, exc: BaseException, duration: float, error: str) -> "Outcome":
+        message = str(exc).strip().splitlines()
+        return cls(RunStatus.FAILED, duration, error=error, error_class=type(exc).__name__,
+                   error_message=message[0] if message else "")
 
 
 def first_line(text: str | None) -> str:
@@ -63,18 +72,40 @@ def run(task: Task, watchdog: Watchdog | None = None) -> Outcome:
             value = task.run(*task.param.get("args", []), **task.param.get("kwargs", {}))
     except TaskTimedOut:
         error = timeout_error(task.timeout or 0)
-        return Outcome(RunStatus.TIMED_OUT, time.monotonic() - started, error=error)
+        return Outcome(RunStatus.TIMED_OUT, time.monotonic() - started, error=error,
+                       error_class="TaskTimedOut", error_message=error)
     except TaskStopped:
         return Outcome(RunStatus.STOPPED, time.monotonic() - started)
-    except (Exception, SystemExit):  # a task calling sys.exit() fails; the worker goes on
-        error = traceback.format_exc()
-        return Outcome(RunStatus.FAILED, time.monotonic() - started, error=error)
+    except (Exception, SystemExit) as exc:  # sys.exit() in a task fails it; the worker goes on
+        return Outcome.failed(exc, time.monotonic() - started, traceback.format_exc())
     duration = time.monotonic() - started
-    problem = json_problem(value)
+    problem = _json_result_problem(value) or _result_type_problem(task, value)
     if problem:
-        error = f"the result ({type(value).__name__}) cannot be stored as JSON: {problem}"
-        return Outcome(RunStatus.FAILED, duration, error=error)
+        return Outcome(RunStatus.FAILED, duration, error=problem,
+                       error_class="TaskResultError", error_message=problem)
     return Outcome(RunStatus.COMPLETED, duration, result=value)
+
+
+def _json_result_problem(value: Any) -> str | None:
+    problem = json_problem(value)
+    if problem is None:
+        return None
+    return f"the result ({type(value).__name__}) cannot be stored as JSON: {problem}"
+
+
+def _result_type_problem(task: Task, value: Any) -> str | None:
+    """Why ``TaskMeta.result_type`` rejects the value ``run()`` returned (None: it takes
+    it). Checked before recording, so a completed task's ``.result`` always reads."""
+    result_type = task.task_options().result_type
+    if result_type is None or value is None:
+        return None
+    try:
+        result_type(value)
+    except Exception as exc:
+        name = getattr(result_type, "__name__", repr(result_type))
+        return (f"the result ({type(value).__name__}) is rejected by result_type {name}:"
+                f" {type(exc).__name__}: {exc}")
+    return None
 
 
 def record(task: Task, outcome: Outcome) -> bool:

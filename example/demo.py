@@ -4,8 +4,9 @@
 server unless you set one). It migrates, queues sums, a chain, a qualified task, a slow
 task that times out, a failing task and a queued management command, starts
 ``manage.py fullctl_poll_tasks --processes 2`` (with the settings that qualify the
-qualified task), shows a progress line while the queue drains, prints where every task
-ended, and stops the poller with SIGTERM as Kubernetes would.
+qualified task), shows a progress line while the queue drains (redrawn in place on a
+terminal, one plain line per change when stdout is a pipe or a file), prints where every
+task ended, and stops the poller with SIGTERM as Kubernetes would.
 """
 
 import json
@@ -16,26 +17,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 EXAMPLE_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(EXAMPLE_DIR))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
-import django  # noqa: E402
 
-django.setup()
+def setup_django() -> None:
+    """The example project's settings (run by main(): importing this module sets nothing up)."""
+    if str(EXAMPLE_DIR) not in sys.path:
+        sys.path.insert(0, str(EXAMPLE_DIR))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+    import django
 
-from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
-from example_tasks.models import (  # noqa: E402
-    EchoTask,
-    FailTask,
-    ImportantTask,
-    SleepTask,
-    SumTask,
-)
+    django.setup()
 
-from django_fullctl.models import FINAL_STATUSES, Task  # noqa: E402
 
 POOL_SETTINGS = {"IMPORTANT_SETTING": True, "IMPORTANT_LIST": ["xyz"]}
 
@@ -46,8 +41,13 @@ def manage(*args: str, **popen) -> subprocess.Popen:
                             **popen)
 
 
-def queue_samples() -> list[tuple[Task, str]]:
+def queue_samples() -> list[tuple]:
     """Create the burst; return each task with the status it should end in."""
+    from django.contrib.auth.models import User
+    from example_tasks.models import EchoTask, FailTask, ImportantTask, SleepTask, SumTask
+
+    from django_fullctl.models import Task
+
     expected = [(SumTask.create_task(i, i * 10), "completed") for i in range(20)]
     first = EchoTask.create_task("first link")
     second = EchoTask.create_task("second link", parent=first)
@@ -65,24 +65,60 @@ def queue_samples() -> list[tuple[Task, str]]:
     return expected
 
 
-def progress(tasks: list[Task], deadline: float) -> None:
+class ProgressLine:
+    """The "N/M tasks finished" line. On a terminal it is redrawn in place (a carriage
+    return, no newline until the end); anywhere else (a pipe, a file, a CI log) each new
+    count is a plain line of its own, so the output has no ``\\r`` in it."""
+
+    def __init__(self, total: int, stream: TextIO | None = None):
+        self.total = total
+        self.stream = stream if stream is not None else sys.stdout
+        isatty = getattr(self.stream, "isatty", None)
+        self.redraw = bool(isatty and isatty())
+        self.shown: int | None = None
+
+    def update(self, done: int) -> None:
+        if done == self.shown:
+            return
+        self.shown = done
+        text = f"{done}/{self.total} tasks finished"
+        self.stream.write(f"\r{text}" if self.redraw else f"{text}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End the redrawn line (plain lines are already ended)."""
+        if self.redraw and self.shown is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def progress(tasks: list, deadline: float, stream: TextIO | None = None) -> None:
+    """Show the progress line until every task is final or the deadline passes."""
+    from django_fullctl.models import FINAL_STATUSES, Task
+
     ids = [t.pk for t in tasks]
-    while time.monotonic() < deadline:
-        done = Task.objects.filter(pk__in=ids, status__in=FINAL_STATUSES).count()
-        print(f"\r{done}/{len(ids)} tasks finished", end="", flush=True)
-        if done == len(ids):
-            break
-        time.sleep(0.2)
-    print()
+    line = ProgressLine(len(ids), stream)
+    try:
+        while time.monotonic() < deadline:
+            done = Task.objects.filter(pk__in=ids, status__in=FINAL_STATUSES).count()
+            line.update(done)
+            if done == len(ids):
+                break
+            time.sleep(0.2)
+    finally:
+        line.close()
 
 
-def outcome(task: Task) -> str:
+def outcome(task) -> str:
     if task.status == "completed":
         return repr(task.result)[:50]
     return (task.error or "").strip().splitlines()[-1][:70]
 
 
 def main() -> int:
+    setup_django()
+    from django.core.management import call_command
+
     call_command("migrate", verbosity=0)
     expected = queue_samples()
     print(f"queued {len(expected)} tasks; starting fullctl_poll_tasks --processes 2")

@@ -1,35 +1,45 @@
-"""Slowing down the restarts of workers that keep dying (a crash loop).
+"""Slowing down the restarts of a worker slot whose workers keep dying (a crash loop).
 
-A pure policy with an injected clock, so it is tested without processes.
+The policy is per slot: one slot that keeps dying never holds back the others, so a pod
+is never left without workers because of it. A death counts as a strike only when the
+worker died by itself (an exit code, a crash signal) before it finished any task: a
+SIGKILL from outside (the OOM killer, a chaos test, an operator) says nothing about the
+code, and a worker that finished a task clears its slot's strikes. Two
+strikes within ``CRASH_WINDOW`` restart at once; from the third on, the slot waits 2, 4,
+8 ... seconds (at most ``MAX_RESTART_DELAY``). A pure policy with an injected clock.
 """
 
 import time
 from collections import deque
 from collections.abc import Callable
 
-# crashes within this window slow down the restarts (up to MAX_RESTART_DELAY)
 CRASH_WINDOW = 60.0
 MAX_RESTART_DELAY = 30.0
+FREE_STRIKES = 2
 
 
-class RestartBackoff:
-    """After more than two crashes within ``CRASH_WINDOW``, wait 2, 4, 8 ... seconds (at
-    most ``MAX_RESTART_DELAY``) before starting workers again."""
-
+class SlotBackoff:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self.crashes: deque[float] = deque()
+        self.strikes: deque[float] = deque()
         self.next_start = 0.0
 
-    def crashed(self) -> float | None:
-        """Count a crash; returns the delay it imposes, or None when restarts go on at once."""
+    def died(self, finished_tasks: int, killed_from_outside: bool = False) -> float | None:
+        """A worker of this slot died after finishing ``finished_tasks`` tasks; returns the
+        delay before the slot starts another, or None when it restarts at once."""
         now = self.clock()
-        self.crashes.append(now)
-        while self.crashes and self.crashes[0] < now - CRASH_WINDOW:
-            self.crashes.popleft()
-        if len(self.crashes) <= 2:
+        if finished_tasks > 0:
+            self.strikes.clear()
+            self.next_start = now
             return None
-        delay = min(2.0 ** (len(self.crashes) - 2), MAX_RESTART_DELAY)
+        if killed_from_outside:
+            return None
+        self.strikes.append(now)
+        while self.strikes and self.strikes[0] < now - CRASH_WINDOW:
+            self.strikes.popleft()
+        if len(self.strikes) <= FREE_STRIKES:
+            return None
+        delay = min(2.0 ** (len(self.strikes) - FREE_STRIKES), MAX_RESTART_DELAY)
         self.next_start = now + delay
         return delay
 

@@ -1,15 +1,18 @@
 """Riding out database outages: the one way the poller logs a database error and drops
-its connections, and the retry loop built on it."""
+its connections, the retry loop built on it, and a reconnect after a server restart."""
 
 import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
 
+from django_fullctl.db import describe_error
 from django_fullctl.poller.logs import event
+
+T = TypeVar("T")
 
 
 def close_connections() -> None:
@@ -18,10 +21,26 @@ def close_connections() -> None:
         connections.close_all()
 
 
-def database_error(message: str, exc: DatabaseError, **fields: Any) -> None:
-    """Log a database error as a warning and drop the (probably broken) connections."""
-    event(message, logging.WARNING, error=type(exc).__name__, **fields)
+def database_error(name: str, message: str, exc: DatabaseError, **fields: Any) -> None:
+    """Log a database error as a warning (its class and what the server said) and drop
+    the (probably broken) connections."""
+    event(name, message, logging.WARNING, error_class=type(exc).__name__,
+          error=describe_error(exc), **fields)
     close_connections()
+
+
+def reconnecting(action: Callable[[], T]) -> T:
+    """Run ``action``; if the connection it used had died meanwhile (a database restart
+    between two uses of a long-lived connection), reconnect and run it once more.
+
+    A live server answers the second try, so a restart costs no failed heartbeat or
+    claim; when the server is really away, the second error is raised to the caller.
+    """
+    try:
+        return action()
+    except (OperationalError, InterfaceError):
+        close_connections()
+        return action()
 
 
 def retry_db(action: Callable[[], Any], give_up: Callable[[], bool]) -> Any:
@@ -32,9 +51,10 @@ def retry_db(action: Callable[[], Any], give_up: Callable[[], bool]) -> Any:
     delay = 0.5
     while True:
         try:
-            return action()
+            return reconnecting(action)
         except DatabaseError as exc:
-            database_error("database unavailable, retrying", exc, retry_in=f"{delay:g}s")
+            database_error("database.unavailable", "database unavailable, retrying", exc,
+                           retry_in=f"{delay:g}s")
         if give_up():
             return None
         time.sleep(delay)

@@ -18,7 +18,7 @@ from django.db import DatabaseError
 from django_fullctl import notify
 from django_fullctl.db import is_postgresql
 from django_fullctl.models import Task
-from django_fullctl.poller.database import database_error
+from django_fullctl.poller.database import database_error, reconnecting
 from django_fullctl.poller.logs import event
 from django_fullctl.states import Lease
 
@@ -51,7 +51,8 @@ class Dispatcher:
                 self.listener = notify.listen(notify.NEW_CHANNEL)
                 self.fetch_now = True
             except psycopg.Error as exc:
-                event("cannot listen for new tasks", logging.WARNING, error=type(exc).__name__)
+                event("listener.failed", "cannot listen for new tasks", logging.WARNING,
+                      error_class=type(exc).__name__)
         return [self.listener] if self.listener is not None else []
 
     def on_ready(self, ready: Sequence[object]) -> None:
@@ -62,7 +63,7 @@ class Dispatcher:
             if notify.received(self.listener) & set(self.ops):
                 self.fetch_now = True
         except psycopg.Error:
-            event("listener connection lost, reconnecting", logging.WARNING)
+            event("listener.lost", "listener connection lost, reconnecting", logging.WARNING)
             self.listener = None
             self.fetch_now = True
 
@@ -82,9 +83,9 @@ class Dispatcher:
         if capacity <= 0:
             return
         try:
-            tasks = Task.queue.claim(self.claimer_id, self.ops, capacity)
+            tasks = reconnecting(lambda: Task.queue.claim(self.claimer_id, self.ops, capacity))
         except DatabaseError as exc:
-            database_error("database unavailable", exc)
+            database_error("database.unavailable", "database unavailable", exc)
             return
         spare = list(idle)
         for task in tasks:

@@ -16,7 +16,7 @@ from django.db import DatabaseError, connections
 
 from django_fullctl import conf
 from django_fullctl.models import Task
-from django_fullctl.poller.database import database_error
+from django_fullctl.poller.database import database_error, reconnecting
 from django_fullctl.poller.logs import event
 from django_fullctl.poller.slot import Slot
 from django_fullctl.states import Lease
@@ -52,10 +52,12 @@ class HeartbeatTracker(threading.Thread):
 
     def beat(self, lease: Lease) -> None:
         try:
-            if not Task.queue.heartbeat(lease) and self.current == lease:
-                event("task is no longer ours: stopping it", logging.WARNING, task=lease.task_id)
+            if not reconnecting(lambda: Task.queue.heartbeat(lease)) and self.current == lease:
+                event("task.lost", "task is no longer ours: stopping it", logging.WARNING,
+                      task=lease.task_id, attempt=lease.attempt)
                 self.lost = lease
                 os.kill(os.getpid(), signal.SIGUSR1)
         except DatabaseError as exc:
-            database_error("heartbeat not written", exc, task=lease.task_id)
+            database_error("heartbeat.failed", "heartbeat not written", exc,
+                           task=lease.task_id)
         self.slot.beat()

@@ -1,5 +1,10 @@
 """The poller's log lines: one per event, text or JSON (``--log-format json``).
 
+Every line has a stable event name (``task.completed``, ``worker.died`` ...) and the
+variable parts as fields (``task``, ``op``, ``worker``, ``duration_ms``, ``error_class``),
+so a log pipeline can group by event; the text format prints the readable message and
+the fields, the JSON format one object with ``event``, ``message`` and the fields.
+
 Logging belongs to the host project: when its configuration sends ``django_fullctl``
 records to a handler (its own, or the root logger's), they are left alone and only the level follows
 ``--verbosity``. When it has configured none, one handler on stdout is added with the
@@ -24,8 +29,8 @@ _STANDARD = frozenset(RESERVED_ATTRS) | {"message", "asctime", "taskName"}
 
 
 def fields_of(record: logging.LogRecord) -> dict[str, Any]:
-    """The event's own fields: what ``event()`` passed beside the message."""
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    """The event's own fields: what ``event()`` passed beside the name and message."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k != "event"}
 
 
 class TextFormatter(logging.Formatter):
@@ -41,7 +46,7 @@ class JsonFormatter(_JsonFormatter):
     """One JSON object per line: ``time``, ``level``, ``event`` and the event's fields."""
 
     def __init__(self, fmt: str | None = None, **kwargs: Any):
-        kwargs.setdefault("rename_fields", {"levelname": "level", "message": "event"})
+        kwargs.setdefault("rename_fields", {"levelname": "level"})
         kwargs.setdefault("timestamp", "time")
         kwargs.setdefault("reserved_attrs", sorted(_STANDARD))
         kwargs.setdefault("json_default", str)
@@ -74,5 +79,6 @@ def configure(fmt: str = "text", verbosity: int = 1) -> None:
     logger.propagate = False
 
 
-def event(message: str, level: int = logging.INFO, **fields: Any) -> None:
-    log.log(level, message, extra=fields)
+def event(name: str, message: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log event ``name`` (stable, dotted) with a readable ``message`` and its fields."""
+    log.log(level, message, extra={"event": name, **fields})

@@ -39,12 +39,13 @@ class Slot:
     """
 
     def __init__(self, context: SpawnContext):
-        self.values = context.Array("d", 5)  # id, attempt, timeout, since, last beat
+        # id, attempt, timeout, since, last beat, tasks finished by this worker
+        self.values = context.Array("d", 6)
 
     def start(self, lease: Lease, timeout: int | None) -> None:
         now = time.monotonic()
         with self.values.get_lock():
-            self.values[:] = [lease.task_id, lease.attempt, timeout or 0, now, now]
+            self.values[:5] = [lease.task_id, lease.attempt, timeout or 0, now, now]
 
     def stop_enforcing_timeout(self) -> None:
         """The run is over; only its outcome is being written."""
@@ -54,11 +55,18 @@ class Slot:
         self.values[4] = time.monotonic()
 
     def clear(self) -> None:
-        self.values[0] = 0
+        """The task is over and recorded: one more finished."""
+        with self.values.get_lock():
+            self.values[0] = 0
+            self.values[5] += 1
+
+    @property
+    def finished(self) -> int:
+        return int(self.values[5])
 
     def read(self) -> RunningRef | None:
         with self.values.get_lock():
-            task_id, attempt, timeout, since, last_beat = self.values[:]
+            task_id, attempt, timeout, since, last_beat = self.values[:5]
         if not task_id:
             return None
         return RunningRef(Lease(int(task_id), int(attempt)), timeout, since, last_beat)

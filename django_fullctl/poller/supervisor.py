@@ -25,7 +25,7 @@ from django.db import DatabaseError
 from django_fullctl import conf, runner
 from django_fullctl.models import Task
 from django_fullctl.poller import liveness
-from django_fullctl.poller.backoff import RestartBackoff
+from django_fullctl.poller.backoff import SlotBackoff
 from django_fullctl.poller.database import close_connections, database_error
 from django_fullctl.poller.dispatcher import Dispatcher
 from django_fullctl.poller.logs import event
@@ -43,6 +43,7 @@ class WorkerHandle:
     conn: Connection
     slot: Slot
     id: str
+    index: int | None = None  # --processes mode: which slot of the pool it fills
     # --workers mode: the lease handed to this worker, until it reports it done
     assigned: Lease | None = None
     killed_for_timeout: bool = False
@@ -59,7 +60,7 @@ class Supervisor:
         self.id = conf.worker_id(pid=os.getpid())
         self.context = multiprocessing.get_context("spawn")
         self.handles: list[WorkerHandle] = []
-        self.backoff = RestartBackoff()
+        self.backoffs = [SlotBackoff() for _ in range(options.size)]
         self.draining = False
         self.stopping = False
         self.drain_deadline = 0.0
@@ -79,10 +80,11 @@ class Supervisor:
         signal.set_wakeup_fd(self.wake_w.fileno())
         signal.signal(signal.SIGTERM, self.on_signal)
         signal.signal(signal.SIGINT, self.on_signal)
-        event("poller started", supervisor=self.id, mode=self.options.mode.value,
-              size=self.options.size, ops=",".join(self.ops) or "-")
+        event("poller.started", "poller started", supervisor=self.id,
+              mode=self.options.mode.value, size=self.options.size, ops=",".join(self.ops) or "-")
         if not self.ops:
-            event("no registered task class qualifies in these settings", logging.WARNING)
+            event("poller.no_ops", "no registered task class qualifies in these settings",
+                  logging.WARNING, supervisor=self.id)
         while not self.stopping:
             self.loop_beat = time.monotonic()
             self.pump(self.next_timeout())
@@ -92,7 +94,8 @@ class Supervisor:
                 if not self.handles:
                     break
                 if time.monotonic() >= self.drain_deadline:
-                    event("grace period over, stopping workers", logging.WARNING)
+                    event("poller.grace_over", "grace period over, stopping workers",
+                          logging.WARNING, supervisor=self.id)
                     break
                 continue
             self.start_missing()
@@ -106,7 +109,8 @@ class Supervisor:
     def on_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
         if self.draining:
-            event(f"{name} again: stopping now", logging.WARNING)
+            event("poller.stopping", f"{name} again: stopping now", logging.WARNING,
+                  supervisor=self.id)
             self.stopping = True
             return
         self.begin_drain(name)
@@ -116,7 +120,8 @@ class Supervisor:
         self.draining = True
         self.drain_deadline = time.monotonic() + self.options.grace_period
         busy = sum(1 for h in self.handles if h.busy)
-        event(f"{why}: draining", busy=busy, grace_period=f"{self.options.grace_period:g}s")
+        event("poller.draining", f"{why}: draining", supervisor=self.id, busy=busy,
+              grace_period=f"{self.options.grace_period:g}s")
         for handle in self.handles:
             self.tell(handle, "drain")
 
@@ -130,7 +135,7 @@ class Supervisor:
         self.handles.clear()
         if self.dispatcher is not None:
             self.dispatcher.close()
-        event("poller stopped", supervisor=self.id)
+        event("poller.stopped", "poller stopped", supervisor=self.id)
         close_connections()
 
     # -- waiting -----------------------------------------------------------------
@@ -170,7 +175,7 @@ class Supervisor:
 
     # -- workers ----------------------------------------------------------------
 
-    def start_worker(self) -> WorkerHandle:
+    def start_worker(self, index: int | None = None) -> WorkerHandle:
         parent_conn, child_conn = self.context.Pipe()
         slot = Slot(self.context)
         config = WorkerConfig(
@@ -183,16 +188,19 @@ class Supervisor:
         )
         process.start()
         child_conn.close()
-        handle = WorkerHandle(process, parent_conn, slot, conf.worker_id(pid=process.pid))
+        handle = WorkerHandle(process, parent_conn, slot, conf.worker_id(pid=process.pid), index)
         self.handles.append(handle)
         return handle
 
     def start_missing(self) -> None:
-        """Keep ``--processes`` workers running; restarts slow down when workers keep dying."""
-        if not self.options.self_claiming or not self.backoff.may_start():
+        """Keep every ``--processes`` slot filled; a slot whose workers keep dying before
+        finishing anything waits a little (see ``backoff``), the others never do."""
+        if not self.options.self_claiming:
             return
-        while len(self.handles) < self.options.size:
-            self.start_worker()
+        filled = {h.index for h in self.handles}
+        for index, backoff in enumerate(self.backoffs):
+            if index not in filled and backoff.may_start():
+                self.start_worker(index)
 
     def reap(self) -> None:
         for handle in [h for h in self.handles if not h.process.is_alive()]:
@@ -204,12 +212,17 @@ class Supervisor:
             if code == 0 or handle.killed_for_timeout:
                 continue
             how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            event(f"worker died ({how})", logging.WARNING, worker=handle.id)
+            event("worker.died", f"worker died ({how})", logging.WARNING, worker=handle.id,
+                  exit_code=code, tasks=handle.slot.finished)
             self.release(handle, crashed=True, reason=f"worker process {handle.id} died ({how})")
-            delay = self.backoff.crashed()
+            if handle.index is None:
+                continue
+            delay = self.backoffs[handle.index].died(
+                handle.slot.finished, killed_from_outside=code == -signal.SIGKILL
+            )
             if delay is not None:
-                event("workers keep dying, slowing restarts", logging.WARNING,
-                      delay=f"{delay:g}s")
+                event("worker.restart_delayed", "worker keeps dying, slowing its restarts",
+                      logging.WARNING, slot=handle.index, delay=f"{delay:g}s")
 
     def release(self, handle: WorkerHandle, crashed: bool, reason: str = "") -> None:
         """Give a stopped worker's tasks back: rescued after a crash (counts an attempt,
@@ -236,10 +249,14 @@ class Supervisor:
                     )
                     outcome = RescueOutcome.REQUEUED if requeued else None
                 if outcome:
-                    event(f"task {outcome.value}", task=item.id, op=item.op, worker=handle.id)
+                    level = logging.WARNING if outcome is RescueOutcome.FAILED else logging.INFO
+                    event(f"task.{outcome.value}", f"task {outcome.value}", level, task=item.id,
+                          op=item.op, worker=handle.id, attempt=item.attempt,
+                          reason=reason or "poller shut down")
         except DatabaseError as exc:
             # the orphan sweep (or the operator) rescues them once the database is back
-            database_error("could not release tasks", exc)
+            database_error("task.release_failed", "could not release tasks", exc,
+                           worker=handle.id)
         handle.assigned = None
 
     def enforce_timeouts(self) -> None:
@@ -252,12 +269,16 @@ class Supervisor:
                 continue
             handle.process.kill()
             handle.killed_for_timeout = True
-            event("task timed out, worker killed", logging.WARNING, task=ref.lease.task_id,
-                  worker=handle.id, timeout=f"{ref.timeout:g}s")
+            op = None
             try:
+                op = Task.objects.filter(pk=ref.lease.task_id).values_list("op", flat=True).first()
                 Task.queue.fail(ref.lease, runner.timeout_error(ref.timeout))
             except DatabaseError as exc:
-                database_error("timeout not recorded", exc, task=ref.lease.task_id)
+                database_error("task.record_failed", "timeout not recorded", exc,
+                               task=ref.lease.task_id, worker=handle.id)
+            event("task.timed_out", "task timed out, worker killed", logging.WARNING,
+                  task=ref.lease.task_id, op=op, worker=handle.id, attempt=ref.lease.attempt,
+                  timeout=f"{ref.timeout:g}s", error_class="TaskTimedOut")
 
     # -- liveness ----------------------------------------------------------------
 

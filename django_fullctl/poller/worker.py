@@ -45,9 +45,15 @@ class Worker:
         signal.signal(signal.SIGALRM, self.on_timeout)
         signal.signal(signal.SIGUSR1, self.on_stop)
         self.tracker.start()
-        event("worker started", worker=self.id)
+        event("worker.started", "worker started", worker=self.id)
         reason = "drained"
-        while not self.draining:
+        while True:
+            if self.config.self_claiming:
+                # a drain that arrived while the last task ran: never claim after it (an
+                # assigned worker reads its messages, "run" ones too, in next_task)
+                self.read_messages(0)
+            if self.draining:
+                break
             if self.config.max_tasks and self.done >= self.config.max_tasks:
                 reason = f"recycled after {self.done} tasks"
                 break
@@ -57,7 +63,7 @@ class Worker:
         self.tracker.stop()
         if self.listener is not None:
             self.listener.close()
-        event("worker stopped", worker=self.id, reason=reason, tasks=self.done)
+        event("worker.stopped", "worker stopped", worker=self.id, reason=reason, tasks=self.done)
         connections.close_all()
 
     # -- getting work ---------------------------------------------------------
@@ -83,7 +89,8 @@ class Worker:
         lease: Lease = message[1]
         task = retry_db(lambda: Task.objects.filter(pk=lease.task_id).first(), lambda: False)
         if task is None or task.status != TaskStatus.RUNNING or task.lease != lease:
-            event("assigned task is no longer running", logging.WARNING, task=lease.task_id)
+            event("task.assignment_stale", "assigned task is no longer running",
+                  logging.WARNING, task=lease.task_id, worker=self.id)
             return None
         return task.cast()
 
@@ -124,11 +131,13 @@ class Worker:
             try:
                 self.listener = notify.listen(notify.NEW_CHANNEL)
             except psycopg.Error as exc:
-                event("cannot listen for new tasks, polling", logging.WARNING, error=exc)
+                event("listener.failed", "cannot listen for new tasks, polling",
+                      logging.WARNING, worker=self.id, error_class=type(exc).__name__)
         return self.listener
 
     def drop_listener(self) -> None:
-        event("listener connection lost, reconnecting", logging.WARNING, worker=self.id)
+        event("listener.lost", "listener connection lost, reconnecting", logging.WARNING,
+              worker=self.id)
         if self.listener is not None:
             with contextlib.suppress(psycopg.Error):
                 self.listener.close()
@@ -160,26 +169,44 @@ class Worker:
 
     def process(self, task: Task) -> None:
         lease = task.lease
+        fields = {"task": task.pk, "op": task.op, "worker": self.id, "attempt": task.attempt}
         self.slot.start(lease, task.timeout)
-        event("task claimed", task=task.pk, op=task.op, worker=self.id, attempt=task.attempt)
+        event("task.claimed", "task claimed", **fields)
         self.tracker.track(lease)
         outcome = runner.run(task, watchdog=self.guard)
         self.slot.stop_enforcing_timeout()
-        recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
+        # stop tracking before the outcome is recorded: a beat after the record would find
+        # the task no longer running and take it for lost
         self.tracker.track(None)
+        recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
         self.slot.clear()
         self.done += 1
         if not self.config.self_claiming:
             with contextlib.suppress(OSError):
                 self.conn.send(("done", lease))
-        fields = {"task": task.pk, "op": task.op, "worker": self.id}
-        if outcome.status is RunStatus.STOPPED:
-            event("task stopped: it was cancelled or given to another worker", **fields)
-        elif not recorded:
-            event("task outcome discarded: no longer ours", logging.WARNING, **fields)
-        elif outcome.status is RunStatus.COMPLETED:
-            event(f"task completed in {outcome.duration * 1000:.0f} ms", **fields)
-        elif outcome.status is RunStatus.TIMED_OUT:
-            event("task timed out", logging.WARNING, timeout=task.timeout, **fields)
-        else:
-            event(f"task failed: {runner.first_line(outcome.error)}", logging.WARNING, **fields)
+        log_outcome(outcome, recorded, fields)
+
+
+def log_outcome(outcome: runner.Outcome, recorded: bool, fields: dict[str, Any]) -> None:
+    """One line for how a task ended; the error's class, and its message's first line
+    unless ``TASK_LOG_ERROR_MESSAGES`` is off (messages may quote parameters)."""
+    fields = {**fields, "duration_ms": round(outcome.duration * 1000, 3)}
+    if outcome.status is RunStatus.STOPPED:
+        event("task.stopped", "task stopped: it was cancelled or given to another worker",
+              **fields)
+        return
+    if not recorded:
+        event("task.discarded", "task outcome discarded: no longer ours", logging.WARNING,
+              **fields)
+        return
+    if outcome.status is RunStatus.COMPLETED:
+        event("task.completed", f"task completed in {outcome.duration * 1000:.0f} ms", **fields)
+        return
+    name = "task.timed_out" if outcome.status is RunStatus.TIMED_OUT else "task.failed"
+    error = {"error_class": outcome.error_class}
+    summary = outcome.error_class or ""
+    if conf.settings().log_error_messages and outcome.error_message:
+        error["error"] = outcome.error_message
+        summary = f"{summary}: {outcome.error_message}"
+    text = "task timed out" if name == "task.timed_out" else f"task failed: {summary}"
+    event(name, text, logging.WARNING, **fields, **error)

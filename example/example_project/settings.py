@@ -21,12 +21,15 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "django.contrib.staticfiles",
     "django_fullctl",
     "example_tasks",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # static files (the admin's CSS and JS) straight from the WSGI app, before anything else
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -64,7 +67,22 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 TIME_ZONE = "UTC"
+
+# Static files: `manage.py collectstatic` copies them to STATIC_ROOT with hashed, compressed
+# copies and a manifest (the image does it at build time, into the read-only /app/static);
+# WhiteNoise serves them from there with far-future cache headers. Before collectstatic has run
+# (tests, development) pages link to the plain names and WhiteNoise finds them in the apps'
+# static folders, so the admin looks the same with DEBUG on or off.
 STATIC_URL = "static/"
+STATIC_ROOT = Path(os.environ.get("DJANGO_STATIC_ROOT") or BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "example_project.storage.StaticFilesStorage"},
+}
+# nothing collected (no manifest): WhiteNoise's development mode, files found on each request
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = (
+    DEBUG or not (STATIC_ROOT / "staticfiles.json").is_file()
+)
 
 LOGGING = {
     "version": 1,

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from django.db import DatabaseError, close_old_connections
 
 from django_fullctl import registry
+from django_fullctl.db import describe_error
 from django_fullctl.models import Task
 from django_fullctl.queue import RunningTask
 from fullctl_operator import kube
@@ -61,7 +62,7 @@ def read_queue() -> QueueSnapshot:
         counts = Task.queue.counts_by_op()
         running = tuple(Task.queue.running_tasks())
     except DatabaseError as exc:
-        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+        error = f"{type(exc).__name__}: {describe_error(exc)}"
         return QueueSnapshot(None, (), error[:300], time.monotonic())
     return QueueSnapshot(counts, running, None, time.monotonic())
 

@@ -10,9 +10,13 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from django.core.management.base import CommandError
+
 from django_fullctl.management.base import CommandInterface
 
 _DJANGO_OPTIONS = ("--settings", "--pythonpath")
+# what pip install "fullctl-tasks[operator]" brings
+OPERATOR_EXTRA = ("kopf", "kubernetes")
 
 
 def kopf_arguments(argv: Sequence[str]) -> list[str]:
@@ -55,7 +59,15 @@ class Command(CommandInterface):
             **options: Any) -> None:
         """Also for ``call_command("fullctl_operator", "--", "--standalone", ...)``: argparse
         keeps that ``--`` in ``kopf_args``, and kopf would take what follows for file names."""
+        words = list(kopf_args)
         from fullctl_operator.cli import run_kopf
 
-        words = list(kopf_args)
-        run_kopf(words[1:] if words[:1] == ["--"] else words, prog_name=prog_name)
+        try:
+            run_kopf(words[1:] if words[:1] == ["--"] else words, prog_name=prog_name)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in OPERATOR_EXTRA:
+                raise
+            raise CommandError(
+                f"the operator needs {exc.name}, which is not installed:"
+                ' pip install "fullctl-tasks[operator]"'
+            ) from None

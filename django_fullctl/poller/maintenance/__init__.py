@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 
 from django.db import DatabaseError
 
-from django_fullctl.poller.database import database_error
+from django_fullctl.poller.database import database_error, reconnecting
 
 
 class MaintenanceService:
@@ -39,6 +39,7 @@ class Maintenance:
                 continue
             self.due[service.name] = now + service.interval()
             try:
-                service.run()
+                reconnecting(service.run)
             except DatabaseError as exc:
-                database_error(f"{service.name} skipped", exc)
+                database_error("maintenance.skipped", f"{service.name} skipped", exc,
+                               service=service.name)

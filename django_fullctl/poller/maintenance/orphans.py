@@ -2,10 +2,13 @@
 worker hung) are requeued while attempts remain, else failed. One sweeper at a time
 (``TaskQueue.rescue_orphans`` takes an advisory lock without waiting)."""
 
+import logging
+
 from django_fullctl import conf
 from django_fullctl.models import Task
 from django_fullctl.poller.logs import event
 from django_fullctl.poller.maintenance import MaintenanceService
+from django_fullctl.states import RescueOutcome
 
 
 class OrphanRescue(MaintenanceService):
@@ -17,5 +20,7 @@ class OrphanRescue(MaintenanceService):
     def run(self) -> None:
         max_age = conf.settings().orphaned_heartbeat_timeout
         for item, outcome in Task.queue.rescue_orphans(max_age):
-            event(f"orphaned task {outcome.value}", task=item.id, op=item.op,
-                  worker=item.queue_id)
+            level = logging.WARNING if outcome is RescueOutcome.FAILED else logging.INFO
+            event(f"task.{outcome.value}", f"orphaned task {outcome.value}", level,
+                  task=item.id, op=item.op, worker=item.queue_id, attempt=item.attempt,
+                  reason=f"no heartbeat for {max_age:g}s")
