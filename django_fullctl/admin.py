@@ -9,63 +9,21 @@ staff given the delete permission), which goes through the model's ``delete``.
 
 import json
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_permission_codename
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 
+from django_fullctl.display import (
+    format_age,
+    format_duration,
+    format_param_preview,
+    format_timestamp,
+)
 from django_fullctl.models import Task, TaskHeartbeat
 from django_fullctl.states import ACTIVE_STATUSES, TaskStatus
-
-# the change list shows this many characters of a task's parameters (all of them on its page)
-PARAM_PREVIEW_CHARS = 60
-
-
-# -- how values read ---------------------------------------------------------
-
-
-def format_duration(seconds: float) -> str:
-    """A duration as people read it: ``15 µs``, ``12 ms``, ``3.4 s``, ``2 min 5 s``."""
-    if seconds < 0.0009995:
-        return f"{seconds * 1_000_000:.0f} µs"
-    if seconds < 0.9995:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 9.95:
-        return f"{seconds:.1f} s"
-    return _whole_seconds(round(seconds))
-
-
-def _whole_seconds(seconds: int) -> str:
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    if seconds < 86400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
-
-
-def format_timestamp(value: datetime) -> str:
-    """A timestamp to the second, in the current time zone: ``2026-12-02 10:00:03``."""
-    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def format_age(value: datetime, now: datetime | None = None) -> str:
-    """How long ago a timestamp was: ``3 s ago``, ``2 min 5 s ago``."""
-    age = ((now or timezone.now()) - value).total_seconds()
-    return f"{_whole_seconds(max(0, int(age)))} ago"
-
-
-def format_param_preview(value: Any) -> str:
-    """A task's parameters on one short line, cut with an ellipsis."""
-    text = json.dumps(value, ensure_ascii=False)
-    if len(text) > PARAM_PREVIEW_CHARS:
-        return text[: PARAM_PREVIEW_CHARS - 1] + "…"
-    return text
 
 
 def _pre(text: str) -> str:
@@ -122,6 +80,14 @@ def _timestamp(field: str) -> Callable[[Any, Task], str]:
     return show
 
 
+@admin.display(description="status", ordering="status")
+def status(task: Task) -> str:
+    """The status, with "scheduled" for a pending task that is not due yet."""
+    if task.status == TaskStatus.PENDING and task.scheduled:
+        return "Scheduled"
+    return task.get_status_display()
+
+
 def _can_view_tasks(request: Any) -> bool:
     opts = Task._meta
     return any(
@@ -166,7 +132,7 @@ class TaskHeartbeatInline(admin.StackedInline):
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
     list_display = (
-        "id", "op", "source", "queue_id", parent_column, "status",
+        "id", "op", "source", "queue_id", parent_column, status,
         _column("param", format_param_preview), _column("time", format_duration, nowrap=True),
         _column("created", format_timestamp, nowrap=True),
     )
@@ -176,13 +142,15 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = (TaskHeartbeatInline,)
     actions = ("cancel_tasks", "requeue_tasks")
     fieldsets = (
-        (None, {"fields": ("op", "status", "parent", "param_json", "result_json", "error_text")}),
+        (None, {"fields": (
+            "op", "status", "parent", "param_json", "result_json", "error_text", "error_history",
+        )}),
         ("Queue", {"fields": (
-            "source", "queue_id", "waiting", "limit_id", "priority", "attempts", "timeout",
-            "duration",
+            "source", "queue_id", "waiting", "scheduled", "limit_id", "priority", "attempts",
+            "timeout", "duration",
         )}),
         ("Times", {"fields": (
-            "created_at", "claimed_at", "started_at", "finished_at", "updated_at",
+            "created_at", "due_at", "claimed_at", "started_at", "finished_at", "updated_at",
         )}),
     )
     readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
@@ -225,6 +193,15 @@ class TaskAdmin(admin.ModelAdmin):
     def error_text(self, task: Task) -> str:
         return self._or_empty(task.error or None, _pre)
 
+    @admin.display(description="earlier attempts")
+    def error_history(self, task: Task) -> str:
+        """Each failed attempt's error, oldest first (the last one is also ``error``)."""
+        if not task.errors:
+            return self.get_empty_value_display()
+        lines = [f"attempt {e.get('attempt')} at {e.get('at')}: {e.get('error_class')}\n"
+                 f"{e.get('error') or ''}".rstrip() for e in task.errors]
+        return _pre("\n\n".join(lines))
+
     @admin.display(description="attempt")
     def attempts(self, task: Task) -> str:
         return f"{task.attempt} of {task.max_attempts}"
@@ -237,6 +214,7 @@ class TaskAdmin(admin.ModelAdmin):
         return self.get_empty_value_display() if value is None else render(value)
 
     created_at = _timestamp("created")
+    due_at = _timestamp("run_after")
     claimed_at = _timestamp("claimed")
     started_at = _timestamp("started")
     finished_at = _timestamp("finished")
@@ -286,3 +264,7 @@ class TaskAdmin(admin.ModelAdmin):
 
 def _tasks(count: int) -> str:
     return f"{count} task" if count == 1 else f"{count} tasks"
+
+
+from django_fullctl import admin_overview  # noqa: E402, F401  (the queue overview page and its link)
+from django_fullctl.admin_schedules import TaskScheduleRunAdmin  # noqa: E402, F401  (periodic tasks)

@@ -3,6 +3,9 @@ fullctl setting by its name, reading the same parser as ``conf.settings()``.
 
 Each setting has its own id, ``fullctl.E001`` onwards, in the order of
 ``conf.FullctlSettings``; ``fullctl.E100`` is the pool settings' environment variable.
+The schedules (``TASK_SCHEDULES``, ``TaskMeta.schedule``) are ``fullctl.E101`` (a cron
+expression cronsim does not read), ``fullctl.E102`` (no task class for the op) and
+``fullctl.E103`` (arguments that cannot be stored as JSON).
 """
 
 from typing import Any
@@ -10,7 +13,8 @@ from typing import Any
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
-from django_fullctl import conf
+from django_fullctl import conf, schedules
+from django_fullctl.jsonvalue import json_problem
 
 SETTING_IDS = {name: f"fullctl.E{i:03d}" for i, name in enumerate(conf.SETTING_NAMES, start=1)}
 
@@ -28,5 +32,33 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     return errors
 
 
+def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Every schedule's cron expression, task and arguments (the shape of
+    ``TASK_SCHEDULES`` is ``check_settings``'s)."""
+    if conf.problems():
+        return []  # reported by check_settings; nothing to read the schedules from
+    classes = schedules.task_classes()
+    known = {cls.HandleRef.tag for cls in classes}  # type: ignore[attr-defined]
+    errors: list[checks.CheckMessage] = []
+    for schedule in schedules.all_schedules(classes):
+        where = (f"TaskMeta.schedule of {schedule.op}" if schedule.source == "TaskMeta"
+                 else f"TASK_SCHEDULES[{schedule.name!r}]")
+        problem = schedules.cron_problem(schedule.cron)
+        if problem:
+            errors.append(checks.Error(f"{where}: {problem}", id="fullctl.E101",
+                                       hint="five fields (minute first), or six with seconds"
+                                            " first, e.g. \"0 3 * * *\""))
+        if schedule.op not in known:
+            errors.append(checks.Error(
+                f"{where}: no task class is registered for op {schedule.op!r}",
+                id="fullctl.E102", hint="\"task\" is the task class's HandleRef tag"))
+        problem = json_problem(schedule.args) or json_problem(schedule.kwargs)
+        if problem:
+            errors.append(checks.Error(
+                f"{where}: args/kwargs cannot be stored as JSON ({problem})", id="fullctl.E103"))
+    return errors
+
+
 def register() -> None:
     checks.register(check_settings, "fullctl")
+    checks.register(check_schedules, "fullctl")

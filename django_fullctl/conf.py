@@ -10,6 +10,7 @@ start rather than a ``ValueError`` deep inside a thread.
 
 import json
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -74,6 +75,78 @@ def optional_text(value: Any) -> str | None:
     raise ValueError(f"{value!r} is not a string")
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: Any) -> float:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d`` (or a number of seconds);
+    raises ValueError saying why."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return non_negative(text)
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip()) if isinstance(
+        text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 12h, 7d")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+
+
+SCHEDULE_KEYS = frozenset({"task", "cron", "args", "kwargs"})
+
+
+def task_schedules(value: Any) -> dict[str, dict[str, Any]]:
+    """``TASK_SCHEDULES``: ``{name: {"task": op, "cron": "...", "args": [...], "kwargs":
+    {...}}}``. Only the shape is checked here; the cron expression, the op and whether the
+    arguments are JSON are system checks (``checks.check_schedules``)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a dict of schedules")
+    parsed = {}
+    for name, entry in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"schedule name {name!r} is not a non-empty string")
+        if not isinstance(entry, dict):
+            raise ValueError(f"schedule {name!r} is not a dict with \"task\" and \"cron\"")
+        unknown = sorted(set(entry) - SCHEDULE_KEYS, key=str)
+        if unknown:
+            raise ValueError(f"schedule {name!r} has unknown key(s) {unknown}"
+                             f" (allowed: {sorted(SCHEDULE_KEYS)})")
+        for key in ("task", "cron"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise ValueError(f"schedule {name!r} needs {key!r}, a non-empty string")
+        args, kwargs = entry.get("args", []), entry.get("kwargs", {})
+        if not isinstance(args, list | tuple):
+            raise ValueError(f"schedule {name!r}: args must be a list, not {args!r}")
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise ValueError(f"schedule {name!r}: kwargs must be a dict with string keys")
+        parsed[name] = {"task": entry["task"], "cron": entry["cron"], "args": list(args),
+                        "kwargs": dict(kwargs)}
+    return parsed
+
+
+RETENTION_STATUSES = ("completed", "failed", "cancelled")
+
+
+def retention(value: Any) -> dict[str, float]:
+    """``TASK_RETENTION``: ``{"completed": "7d", "failed": "30d", "cancelled": "7d"}`` as
+    seconds per final status; a status that is not named is kept for ever. From the
+    environment (the Helm chart sets it so), a JSON object."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"{value!r} is not a JSON object of status: duration") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{value!r} is not a dict of status: duration")
+    parsed = {}
+    for status, age in value.items():
+        if status not in RETENTION_STATUSES:
+            raise ValueError(f"{status!r} is not one of {', '.join(RETENTION_STATUSES)}")
+        seconds = duration(age)
+        if seconds <= 0:
+            raise ValueError(f"the retention of {status} tasks must be longer than 0")
+        parsed[status] = seconds
+    return parsed
+
+
 def _setting(name: str, default: Any, parse: Callable[[Any], Any], env: bool = False) -> Any:
     return field(metadata={"name": name, "default": default, "parse": parse, "env": env})
 
@@ -110,6 +183,22 @@ class FullctlSettings:
     # log the first line of a failed task's exception message (False: its class only;
     # messages are user text and may quote task parameters)
     log_error_messages: bool = _setting("TASK_LOG_ERROR_MESSAGES", True, boolean)
+    # the operator's /metrics port (0: not served)
+    operator_metrics_port: int = _setting(
+        "TASK_OPERATOR_METRICS_PORT", 9090, non_negative_int, env=True
+    )
+    # django_fullctl.urls serves the queue gauges at /metrics (for a deployment without
+    # the operator, which serves them otherwise)
+    metrics_view: bool = _setting("TASK_METRICS_VIEW", False, boolean)
+    # executions after which the poller's own connections prepare a statement on the
+    # server (psycopg's prepare_threshold); 0 turns it off, for a transaction-mode pooler
+    # that cannot keep prepared statements (PgBouncer 1.21+ with max_prepared_statements can)
+    prepare_threshold: int = _setting("TASK_PREPARE_THRESHOLD", 2, non_negative_int, env=True)
+    # periodic tasks with arguments: {name: {"task": op, "cron": "*/5 * * * *", "args": [],
+    # "kwargs": {}}} (task classes with TaskMeta.schedule need no entry)
+    task_schedules: dict = _setting("TASK_SCHEDULES", {}, task_schedules)
+    # how long finished tasks are kept, per status: {"completed": "7d", ...} ({}: for ever)
+    task_retention: dict = _setting("TASK_RETENTION", {}, retention, env=True)
 
 
 SETTING_NAMES = {f.metadata["name"]: f.name for f in fields(FullctlSettings)}

@@ -28,5 +28,13 @@ class TaskStateError(TaskError):
     """The task is not in a state that allows the requested change."""
 
 
+class TaskTimedOut(BaseException):
+    """Raised inside a task that ran past its timeout (the poller's soft stop).
+
+    A BaseException so that a task's own ``except Exception`` does not swallow it; name it
+    in ``Retry(on=...)`` to retry timed-out attempts.
+    """
+
+
 class TaskTimeout(TaskError, TimeoutError):
     """``wait()`` gave up before the task finished."""

@@ -49,7 +49,9 @@ def check_heartbeats() -> CheckResult:
 def check_backlog() -> CheckResult:
     max_pending = conf.settings().backlog_max_pending
     max_age = conf.settings().backlog_max_age
-    summary = Task.objects.filter(status=TaskStatus.PENDING, waiting=False).aggregate(
+    summary = Task.objects.filter(
+        status=TaskStatus.PENDING, waiting=False, scheduled=False
+    ).aggregate(
         pending=Count("id"), oldest=Min("created")
     )
     pending = summary["pending"]

@@ -16,16 +16,21 @@ It reaches the task table through ``self.model`` (the concrete ``Task``), as Dja
 managers do, so the models import it and it imports no model.
 """
 
+import json
 import logging
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+import psycopg
 from django.db import connection, models, transaction
-from django.db.models import Case, Count, F, Q, Value, When
-from django.db.models.functions import Concat
+from django.db.models import Case, Count, Expression, F, Func, Min, Q, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat, Now
+from django.db.models.lookups import GreaterThan, LessThanOrEqual
 from django.utils import timezone
 
 from django_fullctl.db import is_postgresql
@@ -43,11 +48,12 @@ log = logging.getLogger("django_fullctl.queue")
 # advisory lock namespaces (first key of PostgreSQL's two-key advisory locks)
 _LIMIT_LOCK = 0x46C1
 _SWEEP_LOCK = 0x46C2
+_RELEASE_LOCK = 0x46C3
 
 _CLAIM_SQL = """
 WITH picked AS (
     SELECT id FROM {table}
-    WHERE status = '{pending}' AND NOT waiting AND op = ANY(%s)
+    WHERE status = '{pending}' AND NOT waiting AND NOT scheduled AND op = ANY(%s)
     ORDER BY priority DESC, id
     LIMIT %s
     FOR UPDATE SKIP LOCKED
@@ -104,6 +110,50 @@ _RUNNING_COLUMNS = (
 )
 
 
+def _appended(lease: Lease, error_class: str | None, error: str, when: datetime) -> Any:
+    """The ``errors`` column with one more entry, as an expression of the update itself
+    (no read of the row first: the write stays one fenced statement)."""
+    entry = json.dumps({
+        "attempt": lease.attempt, "error_class": error_class, "error": error,
+        "at": when.isoformat(),
+    })
+    if is_postgresql():
+        return Func(F("errors"), Cast(Value(f"[{entry}]"), models.JSONField()), function="",
+                    arg_joiner=" || ", output_field=models.JSONField())
+    return Func(F("errors"), Value("$[#]"), Func(Value(entry), function="json"),
+                function="json_insert", output_field=models.JSONField())
+
+
+@contextmanager
+def hot_cursor() -> Iterator[psycopg.Cursor]:
+    """A cursor on Django's own connection that binds its parameters on the server, for
+    the statements every task runs (the claim, the completion). Django's cursors bind on
+    the client, which makes psycopg's prepared statements impossible; with this one, a
+    connection whose ``prepare_threshold`` is set (the poller's, see ``TASK_PREPARE_
+    THRESHOLD``) plans each of them once. Errors are Django's, as from any cursor."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
+def _counts_by_state(rows: models.QuerySet, keys: list[str]) -> dict[str, dict[str, int]]:
+    """Rows per op and state, one grouped query: a pending row counts as ``waiting`` (for
+    its parent) or ``scheduled`` (not due yet) before it counts as ``pending``."""
+    grouped = (
+        rows.values_list("op", "status", "waiting", "scheduled").annotate(n=Count("id")).order_by()
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for op, status, waiting, scheduled, n in grouped:
+        key = status
+        if status == TaskStatus.PENDING and waiting:
+            key = "waiting"
+        elif status == TaskStatus.PENDING and scheduled:
+            key = "scheduled"
+        entry = counts.setdefault(op, dict.fromkeys(keys, 0))
+        entry[key] = entry.get(key, 0) + n
+    return counts
+
+
 class TaskQueue(models.Manager):
     """``Task.queue``: the claim, the fenced transitions, the user and admin actions."""
 
@@ -143,8 +193,11 @@ class TaskQueue(models.Manager):
         """Insert a new pending task, enforcing its limit atomically.
 
         Runs inside the caller's transaction when there is one, so a rollback leaves no
-        task (and PostgreSQL only delivers the wake-up notification on commit).
+        task (and PostgreSQL only delivers the wake-up notification on commit). Without a
+        limit or a parent it is one INSERT: no transaction, lock or savepoint of its own.
         """
+        if limit is None and task.parent_id is None:
+            return self._insert(task)
         with transaction.atomic():
             if limit is not None:
                 self._lock_limit(task.op, task.limit_id)
@@ -166,8 +219,84 @@ class TaskQueue(models.Manager):
                     task.error = f"parent task {task.parent_id} is {parent_status}"
                     task.finished = timezone.now()
                 task.waiting = parent_status != TaskStatus.COMPLETED
-            task.save(force_insert=True)
+            return self._insert(task)
+
+    def _insert(self, task: Any) -> Any:
+        if task.run_after is not None:
+            self._set_due_time(task)
+        task.save(force_insert=True)
+        if isinstance(task.scheduled, Expression) or isinstance(task.run_after, Expression):
+            # the database worked out the due time: read what it decided
+            task.refresh_from_db(fields=["run_after", "scheduled"])
         return task
+
+    def enqueue_many(self, tasks: list[Any], limit: int | None) -> list[Any]:
+        """Insert tasks of one op in one statement (one notification per op on commit),
+        enforcing the op's limit for the whole batch: all or nothing, and the error names
+        the first ``limit_id`` (in batch order) that would go over it. Inside the caller's
+        transaction when there is one. The tasks share their parent, if any."""
+        if not tasks:
+            return []
+        op, parent_id = tasks[0].op, tasks[0].parent_id
+        with transaction.atomic():
+            if limit is not None:
+                self._check_batch_limit(op, [t.limit_id for t in tasks], limit)
+            if parent_id is not None:
+                parent_status = (
+                    self.rows().select_for_update().filter(pk=parent_id)
+                    .values_list("status", flat=True).get()
+                )
+                for task in tasks:
+                    if parent_status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+                        task.status = TaskStatus.CANCELLED
+                        task.error = f"parent task {parent_id} is {parent_status}"
+                        task.finished = timezone.now()
+                    task.waiting = parent_status != TaskStatus.COMPLETED
+            if any(t.run_after is not None for t in tasks):
+                self._set_due_times(tasks)
+            return self.task_model.objects.bulk_create(tasks, batch_size=2000)
+
+    def _check_batch_limit(self, op: str, limit_ids: list[str], limit: int) -> None:
+        wanted = Counter(limit_ids)
+        for limit_id in sorted(wanted):  # one order for every creator: no deadlock
+            self._lock_limit(op, limit_id)
+        active = dict(
+            self.rows().filter(op=op, limit_id__in=list(wanted), status__in=ACTIVE_STATUSES)
+            .values_list("limit_id").annotate(n=Count("id")).order_by()
+        )
+        for limit_id in limit_ids:
+            if active.get(limit_id, 0) + wanted[limit_id] > limit:
+                raise TaskLimitError(op, limit_id, limit)
+
+    def _set_due_times(self, tasks: list[Any]) -> None:
+        """``_set_due_time`` for a batch: the database's clock, read once."""
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT CURRENT_TIMESTAMP")
+            now = cursor.fetchone()[0]
+        if isinstance(now, str):  # SQLite: text, in UTC
+            now = datetime.fromisoformat(now)
+        if timezone.is_naive(now):  # SQLite answers in UTC without a zone
+            now = timezone.make_aware(now, UTC)
+        for task in tasks:
+            if isinstance(task.run_after, timedelta):
+                task.run_after = now + task.run_after if task.run_after > timedelta(0) else None
+            task.scheduled = task.run_after is not None and task.run_after > now
+
+    @staticmethod
+    def _set_due_time(task: Any) -> None:
+        """Keep a task that is not due yet out of the claim index. Due times are the
+        database's clock: a delay is added to its ``now()``, and an absolute time is
+        compared with it, so pods with skewed clocks agree."""
+        if isinstance(task.run_after, timedelta):
+            if task.run_after <= timedelta(0):
+                task.run_after = None
+                return
+            task.run_after = Now() + Value(task.run_after)
+            task.scheduled = True
+        else:
+            task.scheduled = GreaterThan(
+                Value(task.run_after, output_field=models.DateTimeField()), Now()
+            )
 
     def _lock_limit(self, op: str, limit_id: str) -> None:
         """Serialise creations of one (op, limit_id) until the end of the transaction."""
@@ -196,7 +325,7 @@ class TaskQueue(models.Manager):
         now = timezone.now()
         if is_postgresql():
             # one statement is atomic on its own: no BEGIN/COMMIT round trips around it
-            with connection.cursor() as cursor:
+            with hot_cursor() as cursor:
                 cursor.execute(self.statements["claim"], [ops, limit, worker_id, now, now, now])
                 tasks = [self._from_row(row) for row in cursor.fetchall()]
         else:
@@ -221,7 +350,7 @@ class TaskQueue(models.Manager):
     ) -> list[Any]:
         """Optimistic claim for databases without SKIP LOCKED: a conditional UPDATE per row."""
         candidates = self.rows().filter(
-            status=TaskStatus.PENDING, waiting=False, op__in=ops
+            status=TaskStatus.PENDING, waiting=False, scheduled=False, op__in=ops
         ).order_by("-priority", "id")
         claimed = []
         for task in candidates[: limit * 4]:
@@ -249,12 +378,13 @@ class TaskQueue(models.Manager):
             # the hot path: one statement, one round trip
             field = self.task_model._meta.get_field("result_data")
             data = field.get_db_prep_value(result, connection)
-            with connection.cursor() as cursor:
+            with hot_cursor() as cursor:
                 cursor.execute(
                     self.statements["complete"],
                     [data, duration, now, now, lease.task_id, lease.attempt, now],
                 )
-                done = cursor.fetchone()[0]
+                row = cursor.fetchone()
+            done = row[0] if row else 0
         else:
             with transaction.atomic():
                 done = self._running(lease).update(
@@ -267,11 +397,18 @@ class TaskQueue(models.Manager):
                     ).update(waiting=False, updated=now)
         return bool(done) or self._late("complete", lease)
 
-    def fail(self, lease: Lease, error: str, duration: float | None = None) -> bool:
-        """Record a failed run; the task's descendants are cancelled. Fenced on ``lease``."""
+    def fail(
+        self, lease: Lease, error: str, duration: float | None = None,
+        error_class: str | None = None,
+    ) -> bool:
+        """Record a failed run; the task's descendants are cancelled. Fenced on ``lease``.
+
+        The error joins the task's history (``errors``), one entry per failed attempt.
+        """
         now = timezone.now()
         fields: dict[str, Any] = {
-            "status": TaskStatus.FAILED, "error": error, "finished": now, "updated": now
+            "status": TaskStatus.FAILED, "error": error, "finished": now, "updated": now,
+            "errors": _appended(lease, error_class, error, now),
         }
         if duration is not None:
             fields["time"] = duration
@@ -280,6 +417,62 @@ class TaskQueue(models.Manager):
                 return self._late("fail", lease)
             self._cancel_descendants(lease.task_id, TaskStatus.FAILED)
         return True
+
+    def retry_later(
+        self, lease: Lease, delay: float, error: str, error_class: str | None = None
+    ) -> bool:
+        """A failed attempt that will be tried again: back to pending, due in ``delay``
+        seconds of the database's clock (out of the claim index until then), its error
+        added to the history. Fenced on ``lease``; children keep waiting meanwhile."""
+        now = timezone.now()
+        fields: dict[str, Any] = {
+            "status": TaskStatus.PENDING, "queue_id": None, "error": error, "updated": now,
+            "errors": _appended(lease, error_class, error, now),
+        }
+        if delay > 0:
+            fields["run_after"] = Now() + Value(timedelta(seconds=delay))
+            fields["scheduled"] = True
+        with transaction.atomic():
+            if not self._running(lease).update(**fields):
+                return self._late("retry", lease)
+            self.heartbeats().filter(task_id=lease.task_id).delete()
+        return True
+
+    def release_due(self) -> int:
+        """Make the tasks whose due time has come claimable, in one statement (which wakes
+        the pollers through the trigger's notification); returns how many. One releaser at
+        a time on PostgreSQL: the others return 0 at once."""
+        with transaction.atomic():
+            if is_postgresql():
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s, 0)", [_RELEASE_LOCK])
+                    if not cursor.fetchone()[0]:
+                        return 0
+            return self.rows().filter(
+                LessThanOrEqual(F("run_after"), Now()),
+                status=TaskStatus.PENDING, scheduled=True,
+            ).update(scheduled=False, updated=timezone.now())
+
+    def seconds_until_due(self, ops: Iterable[str]) -> float | None:
+        """Seconds (by the database's clock) until the earliest scheduled task of ``ops``
+        is due; None when none is scheduled. Negative when one is overdue."""
+        ops = list(ops)
+        if not ops:
+            return None
+        if is_postgresql():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"SELECT EXTRACT(EPOCH FROM min(run_after) - now())"
+                    f" FROM {self.task_model._meta.db_table}"
+                    " WHERE status = %s AND scheduled AND op = ANY(%s)",
+                    [TaskStatus.PENDING.value, ops],
+                )
+                value = cursor.fetchone()[0]
+            return None if value is None else float(value)
+        earliest = self.rows().filter(
+            status=TaskStatus.PENDING, scheduled=True, op__in=ops
+        ).aggregate(due=Min("run_after"))["due"]
+        return None if earliest is None else (earliest - timezone.now()).total_seconds()
 
     def requeue(self, lease: Lease, reason: str, count_attempt: bool = True) -> bool:
         """Put a running task back to pending (fenced).
@@ -329,6 +522,7 @@ class TaskQueue(models.Manager):
                     When(retry_left, then=Value(None)), default=Value(now),
                     output_field=models.DateTimeField(),
                 ),
+                errors=_appended(lease, "WorkerLost", reason, now),
                 updated=now,
             )
             if not done:
@@ -449,21 +643,34 @@ class TaskQueue(models.Manager):
                 pk: f"parent task {pk} cancelled (task {task_id} {outcome})" for pk in reasons
             }
 
-    def purge(self, older_than: float, batch: int = 1000) -> int:
+    def purge(
+        self, older_than: float, batch: int = 1000, statuses: Iterable[str] | None = None,
+        max_batches: int | None = None,
+    ) -> int:
         """Delete tasks that finished more than ``older_than`` seconds ago; return how many.
 
+        ``statuses`` narrows it to some final statuses (default: all of them);
+        ``max_batches`` stops after that many delete statements (default: until done).
         Leaves go first, in short batches: a parent is only deleted once no child is left,
-        so a chain never loses a task that is still active or more recent (the parent link
-        cascades on delete).
+        and a task whose parent is still active is left alone, so a chain never loses a task
+        while one of its tasks is active or more recent (the parent link cascades on delete).
         """
+        wanted = FINAL_STATUSES if statuses is None else [
+            s for s in statuses if s in FINAL_STATUSES
+        ]
+        if not wanted:
+            return 0
         cutoff = timezone.now() - timedelta(seconds=older_than)
         purgeable = self.rows().filter(
-            status__in=FINAL_STATUSES, finished__lt=cutoff, children__isnull=True
-        )
+            status__in=list(wanted), finished__lt=cutoff, children__isnull=True
+        ).exclude(parent__status__in=ACTIVE_STATUSES)
         label = self.task_model._meta.label
-        deleted = 0
-        while ids := list(purgeable.values_list("pk", flat=True)[:batch]):
+        deleted = rounds = 0
+        while (max_batches is None or rounds < max_batches) and (
+            ids := list(purgeable.values_list("pk", flat=True)[:batch])
+        ):
             deleted += self.rows().filter(pk__in=ids).delete()[1].get(label, 0)
+            rounds += 1
         return deleted
 
     # -- observing ------------------------------------------------------------
@@ -513,7 +720,8 @@ class TaskQueue(models.Manager):
         """Runnable pending and running tasks per op, in one grouped query."""
         rows = (
             self.rows().filter(
-                Q(status=TaskStatus.PENDING, waiting=False) | Q(status=TaskStatus.RUNNING)
+                Q(status=TaskStatus.PENDING, waiting=False, scheduled=False)
+                | Q(status=TaskStatus.RUNNING)
             )
             .values_list("op", "status")
             .annotate(n=Count("id"))
@@ -527,18 +735,30 @@ class TaskQueue(models.Manager):
     def counts_by_op_and_status(self) -> dict[str, dict[str, int]]:
         """Tasks of every op per status, in one grouped query over the whole table.
 
-        Pending tasks that wait for their parent are counted apart, as ``waiting``, so
-        ``pending`` is the runnable backlog (as in ``counts_by_op``). Reads no parameters.
+        Pending tasks that wait for their parent are counted apart, as ``waiting``, and so
+        are those not due yet, as ``scheduled``, so ``pending`` is the runnable backlog (as
+        in ``counts_by_op``). Reads no parameters.
         """
+        keys = ["pending", "scheduled", "waiting",
+                *(s.value for s in TaskStatus if s != TaskStatus.PENDING)]
+        return _counts_by_state(self.rows(), keys)
+
+    def oldest_pending_by_op(self) -> dict[str, datetime]:
+        """The due time (``run_after`` if set, else ``created``) of the oldest runnable
+        pending task per op, in one grouped query on the pending/running index."""
         rows = (
-            self.rows().values_list("op", "status", "waiting")
-            .annotate(n=Count("id"))
+            self.rows().filter(status=TaskStatus.PENDING, waiting=False, scheduled=False)
+            .values_list("op")
+            .annotate(due=Min(Coalesce(
+                "run_after", "created", output_field=models.DateTimeField()
+            )))
             .order_by()
         )
-        keys = ["pending", "waiting", *(s.value for s in TaskStatus if s != TaskStatus.PENDING)]
-        counts: dict[str, dict[str, int]] = {}
-        for op, status, waiting, n in rows:
-            key = "waiting" if status == TaskStatus.PENDING and waiting else status
-            entry = counts.setdefault(op, dict.fromkeys(keys, 0))
-            entry[key] = entry.get(key, 0) + n
-        return counts
+        return {op: due for op, due in rows}
+
+    def active_counts_by_op(self) -> dict[str, dict[str, int]]:
+        """Pending and running tasks per op, pending split as in ``counts_by_op_and_status``
+        (``pending`` runnable, ``scheduled`` not due yet, ``waiting`` for a parent): one
+        grouped query on the pending/running index, not over the table's history."""
+        active = self.rows().filter(status__in=[TaskStatus.PENDING, TaskStatus.RUNNING])
+        return _counts_by_state(active, ["pending", "scheduled", "waiting", "running"])

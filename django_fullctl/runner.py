@@ -14,16 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django_fullctl import conf, registry
+from django_fullctl.exceptions import TaskTimedOut
 from django_fullctl.jsonvalue import json_problem
 from django_fullctl.models import Task
+from django_fullctl.retry import RetryLater
 from django_fullctl.states import RunStatus
-
-
-class TaskTimedOut(BaseException):
-    """Raised inside a task that ran past its timeout (the poller's soft stop).
-
-    A BaseException so that a task's own ``except Exception`` does not swallow it.
-    """
 
 
 class TaskStopped(BaseException):
@@ -42,12 +37,28 @@ class Outcome:
     error: str | None = None
     error_class: str | None = None
     error_message: str | None = None
+    # a failure that will be tried again after this many seconds (None: final)
+    retry_in: float | None = None
 
     @classmethod
-    def failed(cls, exc: BaseException, duration: float, error: str) -> "Outcome":
+    def failed(cls, task: Task, exc: BaseException, duration: float, error: str) -> "Outcome":
         message = str(exc).strip().splitlines()
         return cls(RunStatus.FAILED, duration, error=error, error_class=type(exc).__name__,
-                   error_message=message[0] if message else "")
+                   error_message=message[0] if message else "", retry_in=retry_in(task, exc))
+
+
+def retry_in(task: Task, exc: BaseException) -> float | None:
+    """Seconds until the next attempt of a task that failed with ``exc``, or None when this
+    failure is final: the last attempt, or an exception the ``TaskMeta.retry`` policy does
+    not retry. ``RetryLater`` always asks for one (within ``max_attempts``)."""
+    if task.attempt >= task.max_attempts:
+        return None
+    if isinstance(exc, RetryLater):
+        return exc.delay
+    policy = task.task_options().retry
+    if policy is not None and policy.retries(type(exc)):
+        return policy.delay_for(task.attempt)
+    return None
 
 
 def first_line(text: str | None) -> str:
@@ -70,14 +81,15 @@ def run(task: Task, watchdog: Watchdog | None = None) -> Outcome:
     try:
         with guard:
             value = task.run(*task.param.get("args", []), **task.param.get("kwargs", {}))
-    except TaskTimedOut:
+    except TaskTimedOut as exc:  # retried only when the policy names TaskTimedOut
         error = timeout_error(task.timeout or 0)
         return Outcome(RunStatus.TIMED_OUT, time.monotonic() - started, error=error,
-                       error_class="TaskTimedOut", error_message=error)
+                       error_class="TaskTimedOut", error_message=error,
+                       retry_in=retry_in(task, exc))
     except TaskStopped:
         return Outcome(RunStatus.STOPPED, time.monotonic() - started)
     except (Exception, SystemExit) as exc:  # sys.exit() in a task fails it; the worker goes on
-        return Outcome.failed(exc, time.monotonic() - started, traceback.format_exc())
+        return Outcome.failed(task, exc, time.monotonic() - started, traceback.format_exc())
     duration = time.monotonic() - started
     problem = _json_result_problem(value) or _result_type_problem(task, value)
     if problem:
@@ -113,8 +125,18 @@ def record(task: Task, outcome: Outcome) -> bool:
     if outcome.status is RunStatus.STOPPED:
         return False  # someone else already decided what became of it
     if outcome.status is RunStatus.COMPLETED:
-        return Task.queue.complete(task.lease, outcome.result, outcome.duration)
-    return Task.queue.fail(task.lease, outcome.error or "", outcome.duration)
+        done = Task.queue.complete(task.lease, outcome.result, outcome.duration)
+    elif outcome.retry_in is not None:
+        done = Task.queue.retry_later(
+            task.lease, outcome.retry_in, outcome.error or "", outcome.error_class
+        )
+    else:
+        done = Task.queue.fail(
+            task.lease, outcome.error or "", outcome.duration, outcome.error_class
+        )
+    if done:
+        task.recorded(outcome)  # the task class's hook: the outcome is written
+    return done
 
 
 def execute(task: Task) -> Outcome:

@@ -11,6 +11,8 @@ from typing import Any
 
 from django_fullctl.exceptions import TaskRegistrationError
 from django_fullctl.qualifiers import Qualifier
+from django_fullctl.retry import Retry
+from django_fullctl.schedules import cron_problem
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class TaskOptions:
     timeout: int | None = None
     max_attempts: int | None = None
     priority: int = 0
+    retry: Retry | None = None
+    schedule: str | None = None  # a cron expression, in settings.TIME_ZONE
 
 
 def _positive_int(value: Any) -> str | None:
@@ -45,6 +49,20 @@ def _qualifiers(value: Any) -> str | None:
     return "must be a list of qualifier objects (e.g. qualifiers.Setting(...))"
 
 
+def _retry(value: Any) -> str | None:
+    return None if value is None or isinstance(value, Retry) else "must be a Retry(...)"
+
+
+def _schedule(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip():
+        if cron_problem(value) is None:
+            return None
+        return "must be a cron expression (five fields, or six with seconds first)"
+    return "must be a cron expression such as \"0 3 * * *\""
+
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "limit": _positive_int,
     "result_type": _callable,
@@ -52,6 +70,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "timeout": _positive_int,
     "max_attempts": _positive_int,
     "priority": _int,
+    "retry": _retry,
+    "schedule": _schedule,
 }
 
 

@@ -1,7 +1,10 @@
-"""The task models: ``Task`` and its heartbeat (``task``), and the queued-command task
-(``command_task``), which every process that loads the app must know."""
+"""The task models: ``Task`` and its heartbeat (``task``), the queued-command task
+(``command_task``), which every process that loads the app must know, and the runs of
+periodic schedules (``schedule``). The Django Tasks call (``tasks_backend.calls``) is a
+proxy of ``Task`` too; the app loads it when it is ready (``apps.py``)."""
 
 from django_fullctl.models.command_task import CommandTask
+from django_fullctl.models.schedule import TaskScheduleRun
 from django_fullctl.models.task import Task, TaskHeartbeat
 from django_fullctl.states import ACTIVE_STATUSES, FINAL_STATUSES, TaskStatus
 
@@ -11,5 +14,6 @@ __all__ = [
     "CommandTask",
     "Task",
     "TaskHeartbeat",
+    "TaskScheduleRun",
     "TaskStatus",
 ]

@@ -6,10 +6,14 @@ manager, ``Task.queue`` (``django_fullctl.queue``), so the rules of the queue (o
 claim, fenced writes, atomic limits) hold whatever the caller.
 """
 
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django_handleref.models import HandleRefModel
 
 from django_fullctl import conf, notify, registry
@@ -53,12 +57,22 @@ class Task(HandleRefModel):
     waiting = models.BooleanField(
         default=False, help_text="the parent has not completed yet: not claimable"
     )
+    run_after = models.DateTimeField(
+        null=True, blank=True, help_text="not started before this time (the database's clock)"
+    )
+    scheduled = models.BooleanField(
+        default=False, help_text="not due yet (run_after or a retry's delay): not claimable"
+    )
+    errors = models.JSONField(
+        default=list, blank=True, help_text="one entry per failed attempt, oldest first"
+    )
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=2)
     priority = models.IntegerField(default=0)
     claimed = models.DateTimeField(null=True, blank=True)
     started = models.DateTimeField(null=True, blank=True)
     finished = models.DateTimeField(null=True, blank=True)
+    result_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
 
     objects = TaskManager()
     # the job manager: every write to task rows, the claim, the fenced transitions
@@ -75,7 +89,13 @@ class Task(HandleRefModel):
                 models.F("priority").desc(),
                 "id",
                 name="fullctl_task_claim",
-                condition=Q(status=TaskStatus.PENDING, waiting=False),
+                condition=Q(status=TaskStatus.PENDING, waiting=False, scheduled=False),
+            ),
+            # the due-time release and the earliest due time: rows not due yet only
+            models.Index(
+                fields=["run_after"],
+                name="fullctl_task_due",
+                condition=Q(status=TaskStatus.PENDING, scheduled=True),
             ),
             # limits, per-op counts, running tasks
             models.Index(
@@ -105,6 +125,10 @@ class Task(HandleRefModel):
         """Do the work; task classes override this. The return value is the result."""
         raise NotImplementedError(f"{type(self).__name__} does not implement run()")
 
+    def recorded(self, outcome: Any) -> None:
+        """Called by ``runner.record`` once this attempt's outcome is written (never for a
+        run that was stopped or lost its lease); task classes may override it."""
+
     @property
     def lease(self) -> Lease:
         """The fence of this attempt's writes (see ``states.Lease``)."""
@@ -121,21 +145,25 @@ class Task(HandleRefModel):
         Raises ``TypeError`` naming the argument when one cannot be stored as JSON, and
         ``TaskLimitError`` when ``TaskMeta.limit`` instances are already pending or running.
         """
-        registry.get_task_class(cls.HandleRef.tag)  # refuse unregistered classes early
-        _check_arguments(cls.HandleRef.tag, args, kwargs)
-        options = cls.task_options()
-        task = cls(
-            op=cls.HandleRef.tag,
-            param={"args": list(args), "kwargs": kwargs},
-            timeout=timeout if timeout is not None else options.timeout,
-            parent=parent,
-            source=conf.worker_id(),
-            max_attempts=options.max_attempts or conf.settings().default_max_attempts,
-            priority=options.priority,
-        )
-        task.limit_id = task.compute_limit_id()
-        Task.queue.enqueue(task, options.limit)
-        return task
+        return cls.configure().create_task(*args, parent=parent, timeout=timeout, **kwargs)
+
+    @classmethod
+    def create_tasks(
+        cls, calls: "Iterable[tuple[Sequence[Any], Mapping[str, Any]]]", *,
+        parent: "Task | None" = None, timeout: int | None = None,
+    ) -> "list[Task]":
+        """Queue many tasks of this class in one statement: ``calls`` is ``[(args,
+        kwargs), ...]``. ``TaskMeta.limit`` holds for the whole batch (all or nothing)."""
+        return cls.configure().create_tasks(calls, parent=parent, timeout=timeout)
+
+    @classmethod
+    def configure(
+        cls, *, run_after: datetime | timedelta | None = None, priority: int | None = None
+    ) -> "TaskCreator":
+        """A creator of tasks of this class that no poller starts before ``run_after`` (an
+        aware datetime, or a delay), with ``priority`` instead of ``TaskMeta.priority``:
+        ``MyTask.configure(run_after=timedelta(minutes=5)).create_task(...)``."""
+        return TaskCreator(cls, run_after=run_after, priority=priority)
 
     def compute_limit_id(self) -> str:
         """Evaluate ``generate_limit_id``, which may be a property (as documented) or a method."""
@@ -202,6 +230,73 @@ class Task(HandleRefModel):
         """Really delete (HandleRef's soft delete would leave a row in an unknown state)."""
         kwargs.pop("hard", None)
         return models.Model.delete(self, *args, **kwargs)
+
+
+class TaskCreator:
+    """What ``Task.configure(...)`` returns: ``create_task`` with those options."""
+
+    def __init__(
+        self, task_class: type[Task], *, run_after: datetime | timedelta | None = None,
+        priority: int | None = None,
+    ):
+        if run_after is not None and not isinstance(run_after, datetime | timedelta):
+            raise TypeError(f"run_after must be a datetime or a timedelta, not {run_after!r}")
+        if isinstance(run_after, datetime) and settings.USE_TZ and timezone.is_naive(run_after):
+            raise ValueError(
+                f"run_after {run_after.isoformat()} is a naive datetime while USE_TZ is on:"
+                " give it a time zone (e.g. django.utils.timezone.now() + timedelta(...))"
+            )
+        if priority is not None and type(priority) is not int:
+            raise TypeError(f"priority must be a whole number, not {priority!r}")
+        self.task_class = task_class
+        self.run_after = run_after
+        self.priority = priority
+
+    def create_task(
+        self, *args: Any, parent: Task | None = None, timeout: int | None = None, **kwargs: Any
+    ) -> Task:
+        """As ``Task.create_task``: every argument but ``parent`` and ``timeout`` goes to
+        ``run()``."""
+        task = self._build(args, kwargs, parent, timeout)
+        Task.queue.enqueue(task, self.task_class.task_options().limit)
+        return task
+
+    def create_tasks(
+        self, calls: Iterable[tuple[Sequence[Any], Mapping[str, Any]]], *,
+        parent: Task | None = None, timeout: int | None = None,
+    ) -> list[Task]:
+        """As ``Task.create_tasks``, with these options."""
+        tasks = []
+        for i, call in enumerate(calls):
+            if not (isinstance(call, tuple | list) and len(call) == 2):
+                raise TypeError(f"call {i} of create_tasks must be an (args, kwargs) pair,"
+                                f" not {call!r}")
+            args, kwargs = call
+            tasks.append(self._build(tuple(args), dict(kwargs), parent, timeout))
+        return Task.queue.enqueue_many(tasks, self.task_class.task_options().limit)
+
+    def _build(
+        self, args: tuple, kwargs: dict, parent: Task | None, timeout: int | None
+    ) -> Task:
+        cls = self.task_class
+        registry.get_task_class(cls.HandleRef.tag)  # refuse unregistered classes early
+        _check_arguments(cls.HandleRef.tag, args, kwargs)
+        options = cls.task_options()
+        max_attempts = options.max_attempts or (
+            options.retry.max_attempts if options.retry else conf.settings().default_max_attempts
+        )
+        task = cls(
+            op=cls.HandleRef.tag,
+            param={"args": list(args), "kwargs": kwargs},
+            timeout=timeout if timeout is not None else options.timeout,
+            parent=parent,
+            source=conf.worker_id(),
+            max_attempts=max_attempts,
+            priority=options.priority if self.priority is None else self.priority,
+            run_after=self.run_after,
+        )
+        task.limit_id = task.compute_limit_id()
+        return task
 
 
 class TaskHeartbeat(models.Model):

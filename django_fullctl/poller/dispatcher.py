@@ -39,6 +39,7 @@ class Dispatcher:
         self.listener: psycopg.Connection | None = None
         self.fetch_now = True
         self.next_fetch = 0.0
+        self.release_first = False  # the next fetch is at a scheduled task's due time
 
     def timeout(self, now: float) -> float:
         """Seconds until the next backstop fetch."""
@@ -83,7 +84,12 @@ class Dispatcher:
         if capacity <= 0:
             return
         try:
+            if self.release_first:
+                self.release_first = False
+                reconnecting(Task.queue.release_due)
             tasks = reconnecting(lambda: Task.queue.claim(self.claimer_id, self.ops, capacity))
+            if len(tasks) < capacity:
+                self.plan_release(now)
         except DatabaseError as exc:
             database_error("database.unavailable", "database unavailable", exc)
             return
@@ -93,6 +99,15 @@ class Dispatcher:
             worker.assigned = task.lease
             with contextlib.suppress(OSError):
                 worker.conn.send(("run", task.lease))
+
+    def plan_release(self, now: float) -> None:
+        """Fetch again when the earliest scheduled task of our ops is due, releasing it
+        first (sooner than the backstop poll, so a delayed task starts on time)."""
+        due = Task.queue.seconds_until_due(self.ops)
+        if due is None or now + due >= self.next_fetch:
+            return
+        self.next_fetch = now + max(due, 0.0)
+        self.release_first = True
 
     def close(self) -> None:
         if self.listener is not None:

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
@@ -26,11 +27,16 @@ from django_fullctl import conf, runner
 from django_fullctl.models import Task
 from django_fullctl.poller import liveness
 from django_fullctl.poller.backoff import SlotBackoff
+from django_fullctl.poller.collector import Exposition, PollerCollector, PollerNumbers
 from django_fullctl.poller.database import close_connections, database_error
 from django_fullctl.poller.dispatcher import Dispatcher
 from django_fullctl.poller.logs import event
 from django_fullctl.poller.maintenance import Maintenance
+from django_fullctl.poller.maintenance.due import DueRelease
 from django_fullctl.poller.maintenance.orphans import OrphanRescue
+from django_fullctl.poller.maintenance.retention import Retention
+from django_fullctl.poller.maintenance.schedules import ScheduleFiring
+from django_fullctl.poller.metrics import Layout, Totals, use_process_table
 from django_fullctl.poller.options import PollerOptions
 from django_fullctl.poller.slot import Slot, WorkerConfig
 from django_fullctl.poller.spawn import worker_main
@@ -69,7 +75,17 @@ class Supervisor:
             None if options.self_claiming
             else Dispatcher(self.id, self.ops, options.size, options.poll_interval)
         )
-        self.maintenance = Maintenance([OrphanRescue()])
+        self.maintenance = Maintenance([
+            OrphanRescue(), DueRelease(), ScheduleFiring(), Retention()
+        ])
+        # metrics: one fixed table layout for the qualified ops, the supervisor's totals
+        # (its own counts and every reaped worker's numbers) and one registry, read by the
+        # HTTP thread at scrape time under ``metrics_lock``
+        self.layout = Layout(self.ops)
+        self.totals = Totals(self.layout)
+        use_process_table(self.totals)
+        self.metrics_lock = threading.Lock()
+        self.metrics = Exposition(PollerCollector(self.layout, self.metrics_numbers))
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
         self.wake_w.setblocking(False)
@@ -177,7 +193,7 @@ class Supervisor:
 
     def start_worker(self, index: int | None = None) -> WorkerHandle:
         parent_conn, child_conn = self.context.Pipe()
-        slot = Slot(self.context)
+        slot = Slot(self.context, self.layout)
         config = WorkerConfig(
             self_claiming=self.options.self_claiming, ops=self.ops,
             max_tasks=self.options.max_tasks, poll_interval=self.options.poll_interval,
@@ -205,8 +221,15 @@ class Supervisor:
     def reap(self) -> None:
         for handle in [h for h in self.handles if not h.process.is_alive()]:
             handle.process.join()
-            self.handles.remove(handle)
             code = handle.process.exitcode or 0
+            with self.metrics_lock:  # a scrape sees the worker's numbers once, never twice
+                self.totals.fold(handle.slot.metrics.snapshot())
+                self.handles.remove(handle)
+                if not self.draining:
+                    self.totals.count_restart(
+                        "timed_out" if handle.killed_for_timeout
+                        else "died" if code != 0 else "recycled"
+                    )
             with contextlib.suppress(OSError):
                 handle.conn.close()
             if code == 0 or handle.killed_for_timeout:
@@ -243,6 +266,12 @@ class Supervisor:
                 outcome: RescueOutcome | None
                 if crashed:
                     outcome = Task.queue.rescue(item.lease, reason)
+                    # the worker died before it could count this task
+                    self.totals.count_claimed(item.op)
+                    if outcome is RescueOutcome.REQUEUED:
+                        self.totals.count_retried(item.op, "worker_died")
+                    elif outcome is RescueOutcome.FAILED:
+                        self.totals.count_finished(item.op, "failed")
                 else:
                     requeued = Task.queue.requeue(
                         item.lease, "poller shut down", count_attempt=False
@@ -276,11 +305,27 @@ class Supervisor:
             except DatabaseError as exc:
                 database_error("task.record_failed", "timeout not recorded", exc,
                                task=ref.lease.task_id, worker=handle.id)
+            # the killed worker cannot count this run any more
+            self.totals.count_claimed(op)
+            self.totals.count_finished(op, "timed_out")
+            self.totals.observe(self.layout.run_hist, op, now - ref.since)
             event("task.timed_out", "task timed out, worker killed", logging.WARNING,
                   task=ref.lease.task_id, op=op, worker=handle.id, attempt=ref.lease.attempt,
                   timeout=f"{ref.timeout:g}s", error_class="TaskTimedOut")
 
-    # -- liveness ----------------------------------------------------------------
+    # -- liveness and metrics --------------------------------------------------------
+
+    def metrics_numbers(self) -> PollerNumbers:
+        """The totals plus every live worker's table (called by the scrape's thread)."""
+        with self.metrics_lock:
+            tables = [self.totals.snapshot()]
+            busy = 0
+            for handle in list(self.handles):
+                tables.append(handle.slot.metrics.snapshot())
+                busy += handle.busy
+            count = len(tables) - 1
+        numbers = [sum(column) for column in zip(*tables, strict=True)]
+        return PollerNumbers(numbers, busy, count - busy)
 
     def liveness(self) -> tuple[bool, dict]:
         """This pod's liveness (see ``liveness.judge``)."""

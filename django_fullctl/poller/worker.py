@@ -21,6 +21,7 @@ from django.db import connections
 
 from django_fullctl import conf, notify, runner
 from django_fullctl.db import is_postgresql
+from django_fullctl.exceptions import TaskTimedOut
 from django_fullctl.models import Task
 from django_fullctl.poller.database import retry_db
 from django_fullctl.poller.heartbeat import HeartbeatTracker
@@ -107,8 +108,17 @@ class Worker:
         return message
 
     def wait_for_work(self, timeout: float) -> None:
-        """Sleep until a task of our ops is announced, a message arrives, or ``timeout``."""
-        listener = self.ensure_listener()
+        """Sleep until a task of our ops is announced, a message arrives, the earliest
+        scheduled task of our ops is due (then release it), or ``timeout``."""
+        listener = self.ensure_listener()  # first: a task scheduled from now on wakes us
+        due = retry_db(lambda: Task.queue.seconds_until_due(self.config.ops), self.stopped)
+        if due is not None and due <= 0:
+            retry_db(Task.queue.release_due, self.stopped)
+            return
+        if due is not None and due < timeout:
+            timeout = due
+        else:
+            due = None  # the backstop comes first: nothing to release when it ends
         deadline = time.monotonic() + timeout
         while not self.draining and (remaining := deadline - time.monotonic()) > 0:
             sources: list[Any] = [self.conn] + ([listener] if listener else [])
@@ -125,6 +135,8 @@ class Worker:
                 return  # reconnect on the next wait, and claim at once meanwhile
             if ops & set(self.config.ops):
                 return
+        if due is not None and not self.draining:
+            retry_db(Task.queue.release_due, self.stopped)
 
     def ensure_listener(self) -> psycopg.Connection | None:
         if self.listener is None and is_postgresql():
@@ -161,7 +173,7 @@ class Worker:
 
     def on_timeout(self, signum: int, frame: Any) -> None:
         if self.guarded is not None:
-            raise runner.TaskTimedOut()
+            raise TaskTimedOut()
 
     def on_stop(self, signum: int, frame: Any) -> None:
         if self.guarded is not None and self.guarded == self.tracker.lost:
@@ -179,6 +191,7 @@ class Worker:
         # the task no longer running and take it for lost
         self.tracker.track(None)
         recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
+        self.slot.record(task, outcome, recorded)
         self.slot.clear()
         self.done += 1
         if not self.config.self_claiming:
@@ -198,6 +211,11 @@ def log_outcome(outcome: runner.Outcome, recorded: bool, fields: dict[str, Any])
     if not recorded:
         event("task.discarded", "task outcome discarded: no longer ours", logging.WARNING,
               **fields)
+        return
+    if outcome.retry_in is not None:
+        event("task.retrying", f"task failed, retrying in {outcome.retry_in:.3g} s",
+              logging.WARNING, retry_in=round(outcome.retry_in, 3),
+              error_class=outcome.error_class, **fields)
         return
     if outcome.status is RunStatus.COMPLETED:
         event("task.completed", f"task completed in {outcome.duration * 1000:.0f} ms", **fields)

@@ -444,7 +444,9 @@ def status_output(*argv: str) -> str:
 @override_settings(TASK_ORPHANED_HEARTBEAT_TIMEOUT=30)
 def test_status_json_counts_workers_and_stale_heartbeats(busy_queue):
     report = json.loads(status_output("--json"))
-    zero = dict.fromkeys(("pending", "waiting", "running", "completed", "failed", "cancelled"), 0)
+    zero = dict.fromkeys(
+        ("pending", "scheduled", "waiting", "running", "completed", "failed", "cancelled"), 0
+    )
     assert report["ops"] == {
         "task_echo": {**zero, "running": 3, "completed": 1},
         "task_fail": {**zero, "failed": 1},
@@ -463,9 +465,9 @@ def test_status_json_counts_workers_and_stale_heartbeats(busy_queue):
 def test_status_text_never_prints_parameters(busy_queue):
     text = status_output()
     lines = text.splitlines()
-    assert lines[0].split() == ["op", "pending", "waiting", "running", "completed", "failed",
-                                "cancelled"]
-    assert lines[1].split() == ["task_echo", "0", "0", "3", "1", "0", "0"]
+    assert lines[0].split() == ["op", "pending", "scheduled", "waiting", "running",
+                                "completed", "failed", "cancelled"]
+    assert lines[1].split() == ["task_echo", "0", "0", "0", "3", "1", "0", "0"]
     assert "task_sum" in text and "total" in text
     assert "live workers (running a task, heartbeat within 30s): 1" in text
     assert "  pod-a:1  2 running" in lines

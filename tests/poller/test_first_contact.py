@@ -249,3 +249,15 @@ def test_the_operator_command_without_its_extra_says_what_to_install():
     )
     assert result.returncode != 0
     assert 'pip install "fullctl-tasks[operator]"' in result.stderr
+
+
+def test_the_final_failure_of_a_crashed_task_is_a_warning_with_its_reason(start_poller):
+    from tests.testapp.models import CrashTask
+
+    poller = start_poller("-p", "1")
+    task = final(CrashTask.create_task())  # kills its worker on both attempts
+    assert task.status == "failed" and task.attempt == 2
+    poller.wait_for_log(f"task failed task={task.pk}")
+    failed = [row for row in poller.output.splitlines() if f"task failed task={task.pk}" in row]
+    assert failed and "WARNING" in failed[0] and "reason=worker process" in failed[0]
+    assert "op=task_crash" in failed[0] and "worker=" in failed[0]

@@ -8,7 +8,7 @@ import sys
 import time
 
 from fullctl.django.models import Task
-from fullctl.django.tasks import register
+from fullctl.django.tasks import Retry, RetryLater, TaskTimedOut, register
 
 
 @register
@@ -70,3 +70,64 @@ class ExitTask(Task):
 
     def run(self, code=1, *args, **kwargs):
         sys.exit(code)
+
+
+@register
+class FlakyTask(Task):
+    """Fails with ConnectionError on its first ``failures`` attempts, then returns the
+    wall-clock start of every attempt (the earlier ones read from its error history), so
+    a test can measure the backoff. ``kill_on`` attempt: SIGKILLs its own worker instead."""
+
+    class Meta:
+        proxy = True
+
+    class HandleRef:
+        tag = "task_flaky"
+
+    class TaskMeta:
+        retry = Retry(max_attempts=4, on=(ConnectionError,), delay=0.4, factor=2.0,
+                      jitter=False)
+
+    def run(self, failures: int, kill_on: int = 0):
+        started = time.time()
+        if self.attempt == kill_on:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if self.attempt <= failures:
+            raise ConnectionError(f"attempt {self.attempt} started at {started!r}")
+        return started
+
+
+@register
+class PatientTask(Task):
+    """Asks for another attempt with RetryLater, whatever the policy: once."""
+
+    class Meta:
+        proxy = True
+
+    class HandleRef:
+        tag = "task_patient"
+
+    def run(self):
+        if self.attempt == 1:
+            raise RetryLater(delay=0.3, reason="the upstream said 503")
+        return self.attempt
+
+
+@register
+class SlowOnceTask(Task):
+    """Runs past its timeout on the first attempt; timeouts are retried by its policy."""
+
+    class Meta:
+        proxy = True
+
+    class HandleRef:
+        tag = "task_slow_once"
+
+    class TaskMeta:
+        timeout = 1
+        retry = Retry(max_attempts=2, on=(TaskTimedOut,), delay=0.1, jitter=False)
+
+    def run(self):
+        if self.attempt == 1:
+            time.sleep(5)
+        return "second time lucky"

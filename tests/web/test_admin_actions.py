@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission, User
 from django.utils import timezone
 from example_tasks.models import EchoTask, SumTask
 
-from django_fullctl.admin import format_age, format_duration, format_param_preview
+from django_fullctl.display import format_age, format_duration, format_param_preview
 from django_fullctl.models import Task
 
 pytestmark = [pytest.mark.portable, pytest.mark.django_db(transaction=True)]

@@ -8,7 +8,6 @@ tasks that finished long enough ago (run it from a cron job, or queue it with ``
 
 import argparse
 import json
-import re
 from collections import Counter
 from datetime import datetime
 
@@ -17,8 +16,9 @@ from django.utils import timezone
 from django_fullctl import conf
 from django_fullctl.management.base import CommandInterface
 from django_fullctl.models import Task
+from django_fullctl.models.schedule import schedule_overview
 
-COLUMNS = ("pending", "waiting", "running", "completed", "failed", "cancelled")
+COLUMNS = ("pending", "scheduled", "waiting", "running", "completed", "failed", "cancelled")
 
 
 def status_report(now: datetime | None = None) -> dict:
@@ -46,6 +46,7 @@ def status_report(now: datetime | None = None) -> dict:
             }
             for item in stale
         ],
+        "schedules": schedule_overview(now),
     }
 
 
@@ -84,18 +85,24 @@ def format_report(report: dict) -> str:
             f"  task {item['id']}  {item['op']}  on {item['queue_id']}"
             f"  attempt {item['attempt']}  last sign of life {age}"
         )
+    scheduled = report.get("schedules", [])
+    lines.append(f"schedules: {len(scheduled)}")
+    for entry in scheduled:
+        last = entry["last_tick"] or "never"
+        task = "" if entry["last_task_id"] is None else f"  last task {entry['last_task_id']}"
+        lines.append(
+            f"  {entry['name']}  {entry['op']}  \"{entry['cron']}\"  next {entry['next_tick']}"
+            f"  last {last}{task}"
+        )
     return "\n".join(lines)
 
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def duration(text: str) -> float:
-    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d``."""
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 15m, 12h, 7d")
-    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``7d`` (``conf.duration``)."""
+    try:
+        return conf.duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 class Command(CommandInterface):

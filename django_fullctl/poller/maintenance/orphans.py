@@ -6,6 +6,7 @@ import logging
 
 from django_fullctl import conf
 from django_fullctl.models import Task
+from django_fullctl.poller import metrics
 from django_fullctl.poller.logs import event
 from django_fullctl.poller.maintenance import MaintenanceService
 from django_fullctl.states import RescueOutcome
@@ -21,6 +22,8 @@ class OrphanRescue(MaintenanceService):
         max_age = conf.settings().orphaned_heartbeat_timeout
         for item, outcome in Task.queue.rescue_orphans(max_age):
             level = logging.WARNING if outcome is RescueOutcome.FAILED else logging.INFO
+            if outcome is RescueOutcome.REQUEUED:
+                metrics.count_retried(item.op, "rescued")
             event(f"task.{outcome.value}", f"orphaned task {outcome.value}", level,
                   task=item.id, op=item.op, worker=item.queue_id, attempt=item.attempt,
                   reason=f"no heartbeat for {max_age:g}s")
