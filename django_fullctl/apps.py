@@ -10,5 +10,9 @@ class DjangoFullctlConfig(AppConfig):
     def ready(self) -> None:
         from django_fullctl import checks, conf
 
+        # the proxy task class of Django's Tasks API, registered under the op of every
+        # configured queue, so that pollers know those ops before anyone enqueues
+        from django_fullctl.tasks_backend import calls  # noqa: F401
+
         conf.apply_pool_settings()
         checks.register()

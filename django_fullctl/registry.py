@@ -39,6 +39,27 @@ def register(cls: type) -> type:
     return cls
 
 
+def register_op(op: str, cls: type) -> type:
+    """Register ``cls`` under one more op besides (or instead of) its HandleRef tag: one
+    task class serving several ops (the Django Tasks backend's ``django.tasks:<queue>``).
+    The class must be a proxy task class, as for ``register``; an op that another class
+    already uses is refused."""
+    if not isinstance(cls, type) or not getattr(cls, "is_fullctl_task", False):
+        raise TaskRegistrationError(f"{cls!r} is not a subclass of fullctl's Task model")
+    if not cls._meta.proxy:  # type: ignore[attr-defined]
+        raise TaskRegistrationError(f"{cls.__qualname__} must declare Meta.proxy = True")
+    if not isinstance(op, str) or not op:
+        raise TaskRegistrationError(f"the op of {cls.__qualname__} must be a non-empty string")
+    existing = _registry.get(op)
+    if existing is not None and _qualname(existing) != _qualname(cls):
+        raise TaskRegistrationError(
+            f"op {op!r} of {_qualname(cls)} is already registered by {_qualname(existing)}"
+        )
+    _options.setdefault(cls, read_task_meta(cls))
+    _registry[op] = cls
+    return cls
+
+
 def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 

@@ -17,11 +17,16 @@ DEFAULTS: dict[str, Any] = {
     "tasksPerReplica": 4,
     "settings": {},
     "ops": None,
+    "queues": None,
     "scaleDownDelaySeconds": 300,
     "staleHeartbeatSeconds": 60,
     "restartStalePods": True,
     "paused": False,
 }
+
+# the op of a queue of the Django Tasks backend (django_fullctl.tasks_backend.rows.queue_op);
+# spelled out here because the spec's parsing is pure: it imports nothing of the app
+DJANGO_TASKS_OP_PREFIX = "django.tasks:"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,7 @@ class PoolSpec:
     tasks_per_replica: int = 4
     settings: Mapping[str, Any] = field(default_factory=dict)
     ops: frozenset[str] | None = None
+    queues: frozenset[str] | None = None  # Django Tasks queues, already folded into ``ops``
     scale_down_delay: float = 300.0
     stale_heartbeat: float = 60.0
     restart_stale_pods: bool = True
@@ -94,6 +100,16 @@ def parse_spec(spec: Mapping[str, Any] | None) -> PoolSpec:
         else:
             problems.append(f"ops must be a list of strings, got {ops!r}: using all ops")
             ops = None
+    queues = spec.get("queues")
+    if queues is not None:
+        if isinstance(queues, list) and all(isinstance(q, str) and q for q in queues):
+            queues = frozenset(queues)
+            # shorthand for the ops of the Django Tasks backend's queues: with ``ops``
+            # too, the pool works on both
+            ops = (ops or frozenset()) | {f"{DJANGO_TASKS_OP_PREFIX}{q}" for q in queues}
+        else:
+            problems.append(f"queues must be a list of queue names, got {queues!r}: ignored")
+            queues = None
     return PoolSpec(
         deployment=deployment,
         min_replicas=min_replicas,
@@ -101,6 +117,7 @@ def parse_spec(spec: Mapping[str, Any] | None) -> PoolSpec:
         tasks_per_replica=integer("tasksPerReplica", 1),
         settings=dict(settings),
         ops=ops,
+        queues=queues,
         scale_down_delay=float(integer("scaleDownDelaySeconds", 0)),
         stale_heartbeat=float(integer("staleHeartbeatSeconds", 1)),
         restart_stale_pods=flag("restartStalePods"),
