@@ -1,6 +1,6 @@
 from django.urls import path
 
-from django_fullctl import views
+from django_fullctl import metrics_view, views
 
 app_name = "django_fullctl"
 
@@ -8,4 +8,5 @@ app_name = "django_fullctl"
 urlpatterns = [
     path("health", views.health, name="health"),
     path("health/", views.health, name="health-slash"),
+    path("metrics", metrics_view.metrics, name="metrics"),  # off unless TASK_METRICS_VIEW
 ]

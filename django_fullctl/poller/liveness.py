@@ -1,5 +1,6 @@
 """The poller's own ``/health``: a tiny HTTP server for the pod's liveness probe, and the
-rule it applies (a pure function of the loop's and the workers' last beats)."""
+rule it applies (a pure function of the loop's and the workers' last beats). The same
+server answers ``/metrics`` (Prometheus text, rendered by the supervisor's registry)."""
 
 import json
 import threading
@@ -38,12 +39,31 @@ def judge(
     }
 
 
-def serve(port: int, probe: Callable[[], tuple[bool, dict]]) -> ThreadingHTTPServer:
-    """Answer GET /health with ``probe()``'s JSON: 200 when it says ok, else 503."""
+Exposition = Callable[[], tuple[bytes, str]]
+
+
+def serve(
+    port: int, probe: Callable[[], tuple[bool, dict]], metrics: Exposition | None = None
+) -> ThreadingHTTPServer:
+    """Answer GET /health with ``probe()``'s JSON: 200 when it says ok, else 503; and GET
+    /metrics with ``metrics()`` (body, content type). Without ``metrics``, the probe's
+    owner's ``metrics`` is used when it has one (``Supervisor.liveness`` is a bound method
+    of the supervisor, which owns the registry)."""
+    if metrics is None:
+        metrics = getattr(getattr(probe, "__self__", None), "metrics", None)
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.split("?")[0].rstrip("/") != "/health":
+            path = self.path.split("?")[0].rstrip("/")
+            if path == "/metrics" and metrics is not None:
+                text, content_type = metrics()
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+                return
+            if path != "/health":
                 self.send_error(404)
                 return
             ok, body = probe()

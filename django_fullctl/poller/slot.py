@@ -6,9 +6,12 @@ before any model module is imported (see ``spawn.worker_main``).
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.context import SpawnContext
+from typing import Any
 
-from django_fullctl.states import Lease
+from django_fullctl.poller.metrics import Layout, SharedTable, use_process_table
+from django_fullctl.states import Lease, RunStatus
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,16 @@ class Slot:
     task costs no message and no wake-up of the supervisor.
     """
 
-    def __init__(self, context: SpawnContext):
+    def __init__(self, context: SpawnContext, layout: Layout | None = None):
         # id, attempt, timeout, since, last beat, tasks finished by this worker
         self.values = context.Array("d", 6)
+        # this worker's counters and histograms (see ``metrics``), read at scrape time
+        self.metrics = SharedTable(layout or Layout(()), context)
+
+    def __setstate__(self, state: dict) -> None:
+        # only the worker process unpickles its slot: its database errors count here
+        self.__dict__.update(state)
+        use_process_table(self.metrics)
 
     def start(self, lease: Lease, timeout: int | None) -> None:
         now = time.monotonic()
@@ -70,3 +80,21 @@ class Slot:
         if not task_id:
             return None
         return RunningRef(Lease(int(task_id), int(attempt)), timeout, since, last_beat)
+
+    def record(self, task: Any, outcome: Any, recorded: bool) -> None:
+        """Count how ``task`` ended in this worker's metrics table: one claim, one finish
+        by outcome, a retry when the failure is to be tried again, the run time and the
+        queue wait (from the due time, ``run_after`` or else ``created``, to ``started``)."""
+        if outcome.status is RunStatus.STOPPED:
+            name = "stopped"
+        elif not recorded:
+            name = "discarded"
+        else:
+            name = outcome.status.value
+        due = getattr(task, "run_after", None) or getattr(task, "created", None)
+        started = getattr(task, "started", None)
+        wait = None
+        if isinstance(due, datetime) and isinstance(started, datetime):
+            wait = (started - due).total_seconds()
+        retried = recorded and getattr(outcome, "retry_in", None) is not None
+        self.metrics.record_outcome(task.op, name, outcome.duration, wait, retried)

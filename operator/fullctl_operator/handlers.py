@@ -20,6 +20,7 @@ from kubernetes.aio.config import ConfigException
 
 from django_fullctl import conf
 from fullctl_operator import kube, observe, reconcile
+from fullctl_operator.metrics import METRICS
 
 GROUP, VERSION, PLURAL = "tasks.fullctl.io", "v1", "taskpools"
 PREFIX = "tasks.fullctl.io"
@@ -58,7 +59,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
         ) from exc
     # one snapshot of the queue serves every pool ticking within the same interval
     interval = _interval or conf.settings().operator_interval
-    memo.fullctl = reconcile.OperatorState(observe.QueueCache(max_age=interval * 0.9), cluster)
+    # /metrics on TASK_OPERATOR_METRICS_PORT (0: off); the queue gauges are read with the
+    # tick's snapshot only when they are served
+    served = METRICS.serve(conf.settings().operator_metrics_port)
+    memo.fullctl = reconcile.OperatorState(
+        observe.QueueCache(max_age=interval * 0.9, gauges=served is not None), cluster
+    )
 
 
 @kopf.on.cleanup()
@@ -66,6 +72,7 @@ async def disconnect(memo: kopf.Memo, **_: Any) -> None:
     state: reconcile.OperatorState | None = getattr(memo, "fullctl", None)
     if state is not None:
         await state.cluster.close()
+    METRICS.stop()
 
 
 def _quiet_timer_success(record: logging.LogRecord) -> bool:

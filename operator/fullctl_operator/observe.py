@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 
 from django.db import DatabaseError, close_old_connections
 
-from django_fullctl import registry
+from django_fullctl import conf, registry
 from django_fullctl.db import describe_error
 from django_fullctl.models import Task
 from django_fullctl.queue import RunningTask
 from fullctl_operator import kube
 from fullctl_operator.decisions import DELETION_COST, Deployment, Pod, parse_time
+from fullctl_operator.metrics import METRICS
 from fullctl_operator.pool import PoolSpec
 
 T = TypeVar("T")
@@ -56,22 +57,44 @@ class QueueSnapshot:
         return time.monotonic() - self.taken
 
 
-def read_queue() -> QueueSnapshot:
-    """The two queries of a tick. A database error is a result, not an exception."""
+def read_queue(gauges: bool = False) -> QueueSnapshot:
+    """The two queries of a tick (four with ``gauges``: the metrics' counts by status and
+    oldest due times). A database error is a result, not an exception."""
     try:
         counts = Task.queue.counts_by_op()
         running = tuple(Task.queue.running_tasks())
+        if gauges:
+            by_status = Task.queue.active_counts_by_op()
+            oldest = Task.queue.oldest_pending_by_op()
     except DatabaseError as exc:
         error = f"{type(exc).__name__}: {describe_error(exc)}"
         return QueueSnapshot(None, (), error[:300], time.monotonic())
+    if gauges:
+        record_queue_metrics(by_status, oldest, running)
     return QueueSnapshot(counts, running, None, time.monotonic())
+
+
+def record_queue_metrics(
+    by_status: Mapping[str, Mapping[str, int]], oldest: Mapping[str, datetime],
+    running: tuple[RunningTask, ...],
+) -> None:
+    """The queue gauges of ``metrics``; stale: running tasks silent for the orphan timeout."""
+    now = now_utc()
+    limit = conf.settings().orphaned_heartbeat_timeout
+    stale: dict[str, int] = {}
+    for task in running:
+        seen = task.last_sign_of_life()
+        if seen is not None and (now - seen).total_seconds() > limit:
+            stale[task.op] = stale.get(task.op, 0) + 1
+    METRICS.record_queue(by_status, oldest, stale, now)
 
 
 class QueueCache:
     """Share one snapshot between the pools' timers; concurrent ticks wait for one query."""
 
-    def __init__(self, max_age: float):
+    def __init__(self, max_age: float, gauges: bool = False):
         self.max_age = max_age
+        self.gauges = gauges  # also read the metrics' queue gauges
         self._snapshot: QueueSnapshot | None = None
         self._stale = True
         self._lock = asyncio.Lock()
@@ -80,7 +103,8 @@ class QueueCache:
         async with self._lock:
             snapshot = self._snapshot
             if self._stale or snapshot is None or snapshot.age >= self.max_age:
-                snapshot = self._snapshot = await in_db_thread(read_queue)
+                args = (True,) if self.gauges else ()
+                snapshot = self._snapshot = await in_db_thread(read_queue, *args)
                 self._stale = False
             return snapshot
 

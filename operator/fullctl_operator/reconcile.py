@@ -16,6 +16,7 @@ import kopf
 from django_fullctl.models import Task
 from fullctl_operator import kube, observe
 from fullctl_operator.decisions import DELETION_COST, Observed, StalePod, plan
+from fullctl_operator.metrics import METRICS
 from fullctl_operator.pool import parse_spec
 from fullctl_operator.status import build_status, lower_since, status_patch
 
@@ -45,49 +46,56 @@ async def tick(
     now: datetime,
     logger: logging.Logger | logging.LoggerAdapter = log,
 ) -> None:
-    pool = parse_spec(spec)
-    previous = {**status, **state.statuses.get(uid, {})}
+    name = str(body.get("metadata", {}).get("name", ""))
+    with METRICS.observing_tick(name):
+        pool = parse_spec(spec)
+        previous = {**status, **state.statuses.get(uid, {})}
 
-    cluster = state.cluster
-    view = None
-    if pool.deployment:
-        view = await observe.read_deployment(cluster, namespace, pool.deployment)
-    pods = await observe.read_pods(cluster, namespace, view.selector) if view else ()
-    snapshot = await state.snapshots.get()
-    observed = Observed(
-        deployment=view.deployment if view else None,
-        pods=pods,
-        counts=snapshot.counts,
-        running=snapshot.running,
-        ops=observe.pool_ops(pool),
-        db_error=snapshot.error,
-    )
-    decided = plan(pool, observed, lower_since(previous), now)
-    # one line per decision (kopf's logger names the pool); a repeated one only at debug
-    changed = decided.decision != previous.get("lastDecision") or decided.scale_to is not None
-    logger.log(logging.INFO if changed else logging.DEBUG, "%s", decided.decision)
-
-    for pod_name, cost in decided.annotate.items():
-        await cluster.annotate_pod(namespace, pod_name, {DELETION_COST: cost})
-    if decided.scale_to is not None:
-        await cluster.patch_scale(namespace, pool.deployment, decided.scale_to)
-        kopf.info(body, reason="Scaled", message=decided.decision)
-    restarted = None
-    if decided.restart is not None:
-        restarted = await _restart(
-            cluster, namespace, decided.restart, pool.stale_heartbeat, body, logger
+        cluster = state.cluster
+        view = None
+        if pool.deployment:
+            view = await observe.read_deployment(cluster, namespace, pool.deployment)
+        pods = await observe.read_pods(cluster, namespace, view.selector) if view else ()
+        snapshot = await state.snapshots.get()
+        observed = Observed(
+            deployment=view.deployment if view else None,
+            pods=pods,
+            counts=snapshot.counts,
+            running=snapshot.running,
+            ops=observe.pool_ops(pool),
+            db_error=snapshot.error,
         )
-        state.snapshots.invalidate()
+        decided = plan(pool, observed, lower_since(previous), now)
+        if snapshot.error:
+            METRICS.record_error(name, "database")
+        # one line per decision (kopf's logger names the pool); a repeated one only at debug
+        changed = decided.decision != previous.get("lastDecision") or decided.scale_to is not None
+        logger.log(logging.INFO if changed else logging.DEBUG, "%s", decided.decision)
 
-    current = view.deployment.current if view else None
-    new_status = build_status(
-        decided, previous, generation=generation, current_replicas=current,
-        scaled=decided.scale_to is not None, restarted=1 if restarted else 0, now=now,
-    )
-    changes = status_patch(status, new_status)
-    for key, value in changes.items():
-        patch.status[key] = value
-    state.statuses[uid] = new_status
+        for pod_name, cost in decided.annotate.items():
+            await cluster.annotate_pod(namespace, pod_name, {DELETION_COST: cost})
+        if decided.scale_to is not None:
+            await cluster.patch_scale(namespace, pool.deployment, decided.scale_to)
+            METRICS.record_scale(name, view.deployment.replicas if view else None, decided.scale_to)
+            kopf.info(body, reason="Scaled", message=decided.decision)
+        restarted = None
+        if decided.restart is not None:
+            restarted = await _restart(
+                cluster, namespace, decided.restart, pool.stale_heartbeat, body, logger
+            )
+            state.snapshots.invalidate()
+            METRICS.pod_restarts.labels(name).inc()
+
+        current = view.deployment.current if view else None
+        METRICS.record_pool(name, decided.desired, current, decided.busy)
+        new_status = build_status(
+            decided, previous, generation=generation, current_replicas=current,
+            scaled=decided.scale_to is not None, restarted=1 if restarted else 0, now=now,
+        )
+        changes = status_patch(status, new_status)
+        for key, value in changes.items():
+            patch.status[key] = value
+        state.statuses[uid] = new_status
 
 
 async def _restart(
@@ -108,6 +116,7 @@ async def _restart(
             outcome = rescued.value if rescued else "already handled"
         except Exception as exc:  # the pod is gone; the pollers' sweep will rescue it
             logger.warning("could not rescue task %s: %s", task.id, exc)
+            METRICS.record_error(str(body.get("metadata", {}).get("name", "")), "rescue")
             outcome = "left for the orphan sweep"
         outcomes.append(f"task {task.id} {outcome}")
     message = (

@@ -235,6 +235,10 @@ component's own variables, then extraEnv. Args: dict "ctx" $ ["env" (list of Env
 - name: TASK_TRACK_INTERVAL_SECONDS
   value: {{ $ctx.Values.taskTrackIntervalSeconds | int | quote }}
 {{- end }}
+{{- with $ctx.Values.retention }}
+- name: TASK_RETENTION
+  value: {{ toJson . | quote }}
+{{- end }}
 {{- with .env }}
 {{ toYaml . }}
 {{- end }}
@@ -327,5 +331,24 @@ created (a pre-install hook would wait for it forever; a post-install hook would
 {{- if and .autoscale.enabled (gt (int .autoscale.minReplicas) (int .autoscale.maxReplicas)) }}
 {{- fail (printf "pollers[%s].autoscale: minReplicas (%d) is above maxReplicas (%d)" .name (int .autoscale.minReplicas) (int .autoscale.maxReplicas)) }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- metrics */}}
+
+{{/*
+A pod's annotations: podAnnotations, plus Prometheus' scrape annotations for /metrics on "port"
+when metrics.enabled and metrics.scrapeAnnotations. Args: dict "ctx" $ "port" N.
+*/}}
+{{- define "fullctl-tasks.podAnnotations" -}}
+{{- $annotations := deepCopy (.ctx.Values.podAnnotations | default dict) }}
+{{- if and .ctx.Values.metrics.enabled .ctx.Values.metrics.scrapeAnnotations }}
+{{- $_ := set $annotations "prometheus.io/scrape" "true" }}
+{{- $_ := set $annotations "prometheus.io/port" (.port | toString) }}
+{{- $_ := set $annotations "prometheus.io/path" "/metrics" }}
+{{- end }}
+{{- with $annotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end }}
