@@ -276,6 +276,111 @@ def latency(samples: int, pause: float) -> dict:
             "memory": memory, "exit": running.exit_code}
 
 
+def add_future_rows(count: int) -> None:
+    """``count`` rows scheduled for tomorrow, copied from one made by the library."""
+    from datetime import timedelta
+
+    from example_tasks.models import NoopTask
+
+    from django_fullctl.models import Task
+
+    template = NoopTask.configure(run_after=timedelta(days=1)).create_task()
+    columns = ", ".join(f.column for f in Task._meta.concrete_fields if not f.primary_key)
+    table = Task._meta.db_table
+    sql(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table},"
+        f" generate_series(2, %s) WHERE id = %s", [count, template.pk])
+    sql(f"ANALYZE {table}")
+
+
+def claim_cost(pending: int, future: int, repeats: int) -> dict:
+    """One claim (the library's own statement, rolled back) with ``pending`` runnable rows
+    and ``future`` rows not due yet: the median time and the buffers it touched."""
+    from django.db import connection, transaction
+
+    from django_fullctl.models import Task
+
+    reset()
+    enqueue_backlog(pending)
+    if future:
+        add_future_rows(future)
+    statement = Task.queue.statements["claim"]
+    params = [[OP], 1, "bench:0", datetime.now(UTC), datetime.now(UTC), datetime.now(UTC)]
+    times = []
+    for _ in range(repeats):
+        with transaction.atomic(), connection.cursor() as cursor:
+            started = time.perf_counter()
+            cursor.execute(statement, params)
+            cursor.fetchall()
+            times.append((time.perf_counter() - started) * 1000)
+            transaction.set_rollback(True)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        transaction.set_rollback(True)
+    hits = re.findall(r"Buffers: shared hit=(\d+)", plan)
+    return {"ms": sorted(times)[len(times) // 2], "buffers": int(hits[0]) if hits else None}
+
+
+def report_claim_cost(pending: int, future: int, repeats: int) -> None:
+    base = claim_cost(pending, 0, repeats)
+    with_future = claim_cost(pending, future, repeats)
+    reset()
+    print(f"\nClaim cost: one claim, median of {repeats} (rolled back), {pending} runnable rows")
+    print(f"{'case':>28} {'ms':>7} {'buffers':>8} {'ratio':>6}")
+    for name, row in ((f"{pending} pending", base),
+                      (f"+ {future} not due yet", with_future)):
+        print(f"{name:>28} {row['ms']:>7.3f} {row['buffers'] or 0:>8} "
+              f"{row['ms'] / base['ms']:>6.2f}x")
+    print("  target: within 1.2x (rows not due stay out of the claim index)")
+
+
+def enqueue_rates(n: int) -> dict[str, float]:
+    """Tasks/s created: one ``create_task`` per transaction, ``n`` in one transaction,
+    one ``create_tasks`` of ``n``, and a raw ``executemany`` of the same rows (the floor)."""
+    from django.db import connection, transaction
+    from example_tasks.models import NoopTask
+
+    def timed(fn) -> float:
+        reset()
+        started = time.perf_counter()
+        fn()
+        return n / (time.perf_counter() - started)
+
+    def raw() -> None:
+        template = NoopTask.create_task()
+        columns = [f.column for f in NoopTask._meta.concrete_fields if not f.primary_key]
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {', '.join(columns)} FROM {NoopTask._meta.db_table}"
+                           " WHERE id = %s", [template.pk])
+            row = cursor.fetchone()
+            insert = (f"INSERT INTO {NoopTask._meta.db_table} ({', '.join(columns)})"
+                      f" VALUES ({', '.join(['%s'] * len(columns))})")
+            with transaction.atomic():
+                cursor.executemany(insert, [row] * (n - 1))
+
+    def one_transaction() -> None:
+        with transaction.atomic():
+            for _ in range(n):
+                NoopTask.create_task()
+
+    return {
+        "create_task, one transaction each": timed(lambda: [NoopTask.create_task()
+                                                            for _ in range(n)]),
+        f"create_task x{n} in one transaction": timed(one_transaction),
+        f"create_tasks of {n}": timed(lambda: NoopTask.create_tasks([((), {})] * n)),
+        f"raw executemany of {n}": timed(raw),
+    }
+
+
+def report_enqueue(n: int) -> None:
+    rates = enqueue_rates(n)
+    reset()
+    print(f"\nEnqueue: tasks/s created from one process ({n} tasks)")
+    for name, rate in rates.items():
+        print(f"{name:>40} {rate:>9.0f}")
+    print("  target: create_tasks at least 20,000 tasks/s")
+
+
 def percentile(sorted_values: list[float], pct: float) -> float:
     """Nearest-rank percentile."""
     return sorted_values[max(0, math.ceil(pct / 100 * len(sorted_values)) - 1)]
@@ -319,6 +424,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=None, help="latency samples (200)")
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between samples")
     parser.add_argument("--quick", action="store_true", help="1000 tasks, 50 samples")
+    parser.add_argument("--future-rows", type=int, default=1_000_000,
+                        help="rows not due yet in the claim-cost table (1000000)")
+    parser.add_argument("--claim-cost-only", action="store_true",
+                        help="only the claim-cost table")
     args = parser.parse_args()
     n = args.tasks or (1000 if args.quick else 10000)
     samples = args.samples or (50 if args.quick else 200)
@@ -327,6 +436,10 @@ def main() -> int:
         return 2
     setup_django()
     print(f"fullctl-tasks benchmark: {n} no-op tasks; {describe_machine()}", flush=True)
+    if args.claim_cost_only:
+        report_claim_cost(10_000, args.future_rows, 300)
+        report_enqueue(5000)
+        return 0
     orm, raw = {}, {}
     for p in PROCESS_COUNTS:
         orm[p] = burn_down_orm(n, p)
@@ -336,6 +449,8 @@ def main() -> int:
     lat = latency(samples, args.pause)
     reset()
     report(n, orm, raw, lat, samples, args.pause)
+    report_claim_cost(10_000, args.future_rows, 300)
+    report_enqueue(5000)
     return 0
 
 

@@ -8,8 +8,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.db.backends.signals import connection_created
 
+from django_fullctl import conf
 from django_fullctl.db import describe_error
+from django_fullctl.poller import metrics
 from django_fullctl.poller.logs import event
 
 T = TypeVar("T")
@@ -24,9 +27,29 @@ def close_connections() -> None:
 def database_error(name: str, message: str, exc: DatabaseError, **fields: Any) -> None:
     """Log a database error as a warning (its class and what the server said) and drop
     the (probably broken) connections."""
+    metrics.count_db_error(name)  # this process's table: a worker's slot, the supervisor's
     event(name, message, logging.WARNING, error_class=type(exc).__name__,
           error=describe_error(exc), **fields)
     close_connections()
+
+
+def use_prepared_statements() -> None:
+    """Let this process's database connections prepare their statements on the server
+    after ``TASK_PREPARE_THRESHOLD`` executions (Django turns it off by default, for
+    poolers): the claim and the record are then planned once, not on every task. A
+    project's own ``OPTIONS["prepare_threshold"]`` wins."""
+    threshold = conf.settings().prepare_threshold
+    if not threshold:
+        return
+
+    def prepare(sender: Any, connection: Any, **kwargs: Any) -> None:
+        if connection.vendor != "postgresql":
+            return
+        if "prepare_threshold" in connection.settings_dict.get("OPTIONS", {}):
+            return
+        connection.connection.prepare_threshold = threshold
+
+    connection_created.connect(prepare, weak=False, dispatch_uid="fullctl.prepare_threshold")
 
 
 def reconnecting(action: Callable[[], T]) -> T:

@@ -21,7 +21,9 @@ def worker_main(conn: Connection, slot: Slot, config: WorkerConfig) -> None:
 
     django.setup()
     from django_fullctl.poller import logs
+    from django_fullctl.poller.database import use_prepared_statements
     from django_fullctl.poller.worker import Worker
 
     logs.configure(config.log_format, config.verbosity)
+    use_prepared_statements()
     Worker(conn, slot, config).serve()
