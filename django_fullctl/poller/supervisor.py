@@ -53,6 +53,7 @@ class WorkerHandle:
     # --workers mode: the lease handed to this worker, until it reports it done
     assigned: Lease | None = None
     killed_for_timeout: bool = False
+    told_to_drain: bool = False
 
     @property
     def busy(self) -> bool:
@@ -107,6 +108,7 @@ class Supervisor:
             self.reap()
             self.enforce_timeouts()
             if self.draining:
+                self.tell_drain()
                 if not self.handles:
                     break
                 if time.monotonic() >= self.drain_deadline:
@@ -132,14 +134,25 @@ class Supervisor:
         self.begin_drain(name)
 
     def begin_drain(self, why: str) -> None:
-        """Stop claiming; running tasks may finish within the grace period."""
+        """Stop claiming; running tasks may finish within the grace period.
+
+        Called from the signal handler, so it only sets the state: the loop tells the
+        workers (``tell_drain``) once the step it was in has finished. The signal may land
+        while the dispatcher is between claiming tasks and handing them to workers it is
+        starting; a "drain" sent from here would miss those workers, or cut into a "run"
+        message being written to the same pipe."""
         self.draining = True
         self.drain_deadline = time.monotonic() + self.options.grace_period
         busy = sum(1 for h in self.handles if h.busy)
         event("poller.draining", f"{why}: draining", supervisor=self.id, busy=busy,
               grace_period=f"{self.options.grace_period:g}s")
+
+    def tell_drain(self) -> None:
+        """Every worker not told yet finishes what it runs (or was just handed) and stops."""
         for handle in self.handles:
-            self.tell(handle, "drain")
+            if not handle.told_to_drain:
+                self.tell(handle, "drain")
+                handle.told_to_drain = True
 
     def shutdown(self) -> None:
         """Kill what is left and requeue its tasks without using an attempt."""
