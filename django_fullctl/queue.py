@@ -438,6 +438,12 @@ class TaskQueue(models.Manager):
             self.heartbeats().filter(task_id=lease.task_id).delete()
         return True
 
+    def watch(self, task_id: int) -> None:
+        """Someone waits for this task: its completion will send the done notification
+        (the trigger sends it only for rows marked so). Not a state change: no trigger
+        runs for it and nothing else of the row changes."""
+        self.rows().filter(pk=task_id).exclude(status__in=FINAL_STATUSES).update(waited=True)
+
     def release_due(self) -> int:
         """Make the tasks whose due time has come claimable, in one statement (which wakes
         the pollers through the trigger's notification); returns how many. One releaser at

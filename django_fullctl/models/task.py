@@ -6,7 +6,7 @@ manager, ``Task.queue`` (``django_fullctl.queue``), so the rules of the queue (o
 claim, fenced writes, atomic limits) hold whatever the caller.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
@@ -65,6 +65,9 @@ class Task(HandleRefModel):
     )
     errors = models.JSONField(
         default=list, blank=True, help_text="one entry per failed attempt, oldest first"
+    )
+    waited = models.BooleanField(
+        default=False, help_text="someone waits for it: its completion sends a notification"
     )
     attempt = models.PositiveIntegerField(default=0)
     max_attempts = models.PositiveIntegerField(default=2)
@@ -194,19 +197,31 @@ class Task(HandleRefModel):
 
     # -- waiting ----------------------------------------------------------
 
-    def _is_final(self) -> bool:
-        return Task.objects.filter(pk=self.pk, status__in=FINAL_STATUSES).exists()
+    def _finished_check(self) -> Callable[[], bool]:
+        """The check ``notify`` re-runs while waiting. Its first run, after the LISTEN,
+        marks the row as waited for: only such a task's completion sends a notification,
+        so a queue nobody waits on pays no NOTIFY per task."""
+        watched = False
+
+        def finished() -> bool:
+            nonlocal watched
+            if not watched:
+                Task.queue.watch(self.pk)
+                watched = True
+            return Task.objects.filter(pk=self.pk, status__in=FINAL_STATUSES).exists()
+
+        return finished
 
     def wait(self, timeout: float | None = None) -> "Task":
         """Block until the task is completed, failed or cancelled; raise TimeoutError after
         ``timeout`` seconds. Refreshes this instance and returns it."""
-        notify.wait_until(self._is_final, notify.DONE_CHANNEL, timeout)
+        notify.wait_until(self._finished_check(), notify.DONE_CHANNEL, timeout)
         self.refresh_from_db()
         return self
 
     async def async_wait(self, timeout: float | None = None) -> "Task":
         """``wait()`` for async code: never blocks the event loop."""
-        await notify.async_wait_until(self._is_final, notify.DONE_CHANNEL, timeout)
+        await notify.async_wait_until(self._finished_check(), notify.DONE_CHANNEL, timeout)
         await self.arefresh_from_db()
         return self
 
