@@ -4,6 +4,7 @@ processes, and a real poller process."""
 
 import asyncio
 import contextlib
+import inspect
 import os
 import re
 import signal
@@ -32,11 +33,14 @@ def wait_for(condition: Callable[[], object], timeout: float = 20.0, interval: f
 async def async_wait_for(
     condition: Callable[[], object], timeout: float = 20.0, interval: float = 0.05
 ):
-    """``wait_for`` without blocking the event loop: poll ``condition`` until it returns
+    """``wait_for`` without blocking the event loop: poll ``condition`` (a function, or a
+    coroutine function, e.g. one that reads the database in a thread) until it returns
     something truthy; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

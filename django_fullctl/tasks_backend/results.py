@@ -45,6 +45,8 @@ class FullctlTaskResult(compat.TaskResult):
 
 
 def find_row(result_id: Any) -> Any:
+    """The row of a result id, as its task class; an unknown or malformed id raises the
+    framework's ``TaskResultDoesNotExist``."""
     if not isinstance(result_id, str) or not 0 < len(result_id) <= 64:
         raise compat.TaskResultDoesNotExist(f"no task result has the id {result_id!r}")
     row = Task.objects.filter(result_id=result_id, op__startswith=rows.OP_PREFIX).first()

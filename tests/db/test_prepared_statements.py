@@ -3,6 +3,7 @@ off for every connection, for the sake of poolers), unless the project says othe
 
 import pytest
 from django.db import connection
+from django.db.backends.signals import connection_created
 from django.test import override_settings
 from example_tasks.models import SumTask
 
@@ -10,6 +11,14 @@ from django_fullctl.models import Task
 from django_fullctl.poller.database import use_prepared_statements
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def no_receiver_left_behind():
+    """The receiver lives for the process (a poller's worker): not past one test here."""
+    yield
+    connection_created.disconnect(dispatch_uid="fullctl.prepare_threshold")
+    connection.close()
 
 
 def fresh_connection():
@@ -33,10 +42,7 @@ def test_the_poller_turns_on_prepared_statements(postgresql_only):
 
 
 def test_zero_leaves_them_off_for_a_pooler(postgresql_only):
+    connection_created.disconnect(dispatch_uid="fullctl.prepare_threshold")
     with override_settings(TASK_PREPARE_THRESHOLD=0):
-        use_prepared_statements()  # the receiver of the test above is replaced... or not
-        from django.db.backends.signals import connection_created
-
-        connection_created.disconnect(dispatch_uid="fullctl.prepare_threshold")
-        use_prepared_statements()
+        use_prepared_statements()  # connects no receiver at all
         assert fresh_connection().prepare_threshold is None

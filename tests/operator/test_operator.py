@@ -267,9 +267,14 @@ async def test_a_pod_whose_heartbeat_went_stale_is_deleted_and_its_task_requeued
     assert any(first.at < c.at < deletes[1].at
                for c in cluster.requests_for("GET", "deployments", name="stale-workers"))
 
+    async def rescued(name: str) -> Task | None:
+        task = await db(lambda: Task.objects.get(pk=tasks[name].pk))
+        return task if task.status == "pending" else None
+
     for name in ("stale-0", "stale-1"):
-        task = await db(lambda n=name: Task.objects.get(pk=tasks[n].pk))
-        assert task.status == "pending" and task.queue_id is None
+        # the operator deletes the pod first, then rescues its task: wait for the rescue
+        task = await async_wait_for(lambda n=name: rescued(n), timeout=10)
+        assert task.queue_id is None
         assert f"pod {name} restarted by the operator" in task.error
     for name in ("stale-2", "other-0"):  # terminating, or not ours: left alone
         task = await db(lambda n=name: Task.objects.get(pk=tasks[n].pk))
