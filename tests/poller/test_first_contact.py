@@ -18,7 +18,7 @@ from django.db import connection
 from example_tasks.models import FailTask, SleepTask, SumTask
 from helpers import EXAMPLE_DIR, process_env, test_database_url, wait_for
 
-from fullctl.django.models import Task
+from fullctl.django.models import Task, TaskHeartbeat
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,8 +98,8 @@ def test_a_database_restart_costs_no_failed_beat(start_poller, postgresql_only):
     the next heartbeat, claim and sweep reconnect instead of failing once."""
     poller = start_poller("-p", "1")
     running = SleepTask.create_task(2.5)
-    wait_for(lambda: Task.objects.get(pk=running.pk).status == "running")
-    time.sleep(0.7)  # let the heartbeat thread open its connection (one beat per 0.5 s)
+    # the first beat is written: the heartbeat thread has its connection
+    wait_for(lambda: TaskHeartbeat.objects.filter(task_id=running.pk).exists())
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
