@@ -7,8 +7,10 @@ cancel and requeue actions, which call ``Task.queue``, and Django's delete (supe
 staff given the delete permission), which goes through the model's ``delete``.
 """
 
+import contextlib
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from django.contrib import admin, messages
@@ -70,10 +72,10 @@ _parent_link.__name__ = "parent"  # the documented column class: column-parent
 parent_column = admin.display(description="parent", ordering="parent")(_parent_link)
 
 
-def _timestamp(field: str) -> Callable[[Any, Task], str]:
+def _timestamp(field: str, label: str | None = None) -> Callable[[Any, Task], str]:
     """A read-only field of the task's page: timestamp ``field`` to the second."""
 
-    @admin.display(description=field)
+    @admin.display(description=label or field)
     def show(model_admin: Any, task: Task) -> str:
         return model_admin._or_empty(getattr(task, field), format_timestamp)
 
@@ -86,6 +88,16 @@ def status(task: Task) -> str:
     if task.status == TaskStatus.PENDING and task.scheduled:
         return "Scheduled"
     return task.get_status_display()
+
+
+def _history_entry(entry: dict[str, Any]) -> str:
+    """``attempt 2, 2026-12-02 10:00:03, ConnectionError`` and the error below it."""
+    head = [f"attempt {entry.get('attempt')}"]
+    with contextlib.suppress(TypeError, ValueError):
+        head.append(format_timestamp(datetime.fromisoformat(entry.get("at"))))
+    if entry.get("error_class"):
+        head.append(str(entry["error_class"]))
+    return f"{', '.join(head)}\n{entry.get('error') or ''}".rstrip()
 
 
 def _can_view_tasks(request: Any) -> bool:
@@ -193,14 +205,12 @@ class TaskAdmin(admin.ModelAdmin):
     def error_text(self, task: Task) -> str:
         return self._or_empty(task.error or None, _pre)
 
-    @admin.display(description="earlier attempts")
+    @admin.display(description="failed attempts")
     def error_history(self, task: Task) -> str:
         """Each failed attempt's error, oldest first (the last one is also ``error``)."""
         if not task.errors:
             return self.get_empty_value_display()
-        lines = [f"attempt {e.get('attempt')} at {e.get('at')}: {e.get('error_class')}\n"
-                 f"{e.get('error') or ''}".rstrip() for e in task.errors]
-        return _pre("\n\n".join(lines))
+        return _pre("\n\n".join(_history_entry(e) for e in task.errors))
 
     @admin.display(description="attempt")
     def attempts(self, task: Task) -> str:
@@ -214,7 +224,7 @@ class TaskAdmin(admin.ModelAdmin):
         return self.get_empty_value_display() if value is None else render(value)
 
     created_at = _timestamp("created")
-    due_at = _timestamp("run_after")
+    due_at = _timestamp("run_after", "due")
     claimed_at = _timestamp("claimed")
     started_at = _timestamp("started")
     finished_at = _timestamp("finished")

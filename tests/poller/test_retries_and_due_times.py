@@ -99,9 +99,8 @@ def test_a_delayed_task_starts_on_time(start_poller):
     assert 0 <= late < 1.0
 
 
-@pytest.mark.parametrize("mode", [["-w", "1"]])
-def test_the_workers_mode_dispatcher_also_wakes_at_the_due_time(start_poller, mode):
-    start_poller(*mode, "--poll-interval", "600")
+def test_the_workers_mode_dispatcher_also_wakes_at_the_due_time(start_poller):
+    start_poller("-w", "1", "--poll-interval", "600")
     task = SumTask.configure(run_after=timedelta(seconds=1)).create_task(1, 2)
     assert final(task).result == 3
     assert 0 <= (task.started - task.run_after).total_seconds() < 1.0

@@ -3,6 +3,7 @@ is, how it starts, where screenshots go, and logging in through the admin's form
 
 from pathlib import Path
 
+import pytest
 from django.contrib.auth.models import User
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -14,6 +15,17 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_DIR = ROOT / "example"
 SCREENSHOTS = ROOT / "tests" / "artifacts" / "screenshots"
 PASSWORD = "browser-test-pw"
+
+
+def require_browser() -> None:
+    """Skip the calling test module when Debian's chromium or Playwright is missing."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            "browser tests need /usr/bin/chromium: run `make browser` or, as root, "
+            "`apt-get install chromium`",
+            allow_module_level=True,
+        )
+    pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 
 def screenshot(page, name: str) -> None:

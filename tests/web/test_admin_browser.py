@@ -12,18 +12,12 @@ without it these tests skip. Never ``playwright install``: it downloads a browse
 import re
 
 import pytest
-from browserlib import CHROMIUM, log_in, screenshot
+from browserlib import log_in, require_browser, screenshot
 from example_tasks.models import EchoTask, FailTask, SleepTask, SumTask
 
 from django_fullctl.models import Task
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        "browser tests need /usr/bin/chromium: run `make browser` or, as root, "
-        "`apt-get install chromium`",
-        allow_module_level=True,
-    )
-pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+require_browser()
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

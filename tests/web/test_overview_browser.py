@@ -8,7 +8,7 @@ Also, in-process: the page is staff only (and needs the Task view permission).""
 from datetime import timedelta
 
 import pytest
-from browserlib import CHROMIUM, PASSWORD, log_in, screenshot
+from browserlib import PASSWORD, log_in, require_browser, screenshot
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils import timezone
@@ -16,13 +16,7 @@ from example_tasks.models import FailTask, SleepTask, SumTask
 
 from django_fullctl.models import Task, TaskHeartbeat
 
-if not CHROMIUM.exists():
-    pytest.skip(
-        "browser tests need /usr/bin/chromium: run `make browser` or, as root, "
-        "`apt-get install chromium`",
-        allow_module_level=True,
-    )
-pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+require_browser()
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
