@@ -93,8 +93,8 @@ def status(task: Task) -> str:
 def _history_entry(entry: dict[str, Any]) -> str:
     """``attempt 2, 2026-12-02 10:00:03, ConnectionError`` and the error below it."""
     head = [f"attempt {entry.get('attempt')}"]
-    with contextlib.suppress(TypeError, ValueError):
-        head.append(format_timestamp(datetime.fromisoformat(entry.get("at"))))
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        head.append(format_timestamp(datetime.fromisoformat(str(entry["at"]))))
     if entry.get("error_class"):
         head.append(str(entry["error_class"]))
     return f"{', '.join(head)}\n{entry.get('error') or ''}".rstrip()
