@@ -50,23 +50,28 @@ _LIMIT_LOCK = 0x46C1
 _SWEEP_LOCK = 0x46C2
 _RELEASE_LOCK = 0x46C3
 
-_CLAIM_SQL = """
-WITH picked AS (
+# The hot statements, built from three parts. ``picked`` and ``take`` are the claim: the
+# runnable rows of the worker's ops in claim order, locked without waiting for rows that
+# others hold, then marked running with one more attempt. ``done`` is the completion,
+# fenced on the lease, releasing the task's waiting children in the same statement.
+# ``{op_match}`` is ``op = ANY(%s)`` for a pool of several ops and ``op = %s`` for one:
+# with equality the planner walks the per-op claim index in claim order, whatever its
+# statistics say of how that op's rows are spread among the other ops' rows.
+_PICKED = """picked AS (
     SELECT id FROM {table}
-    WHERE status = '{pending}' AND NOT waiting AND NOT scheduled AND op = ANY(%s)
+    WHERE status = '{pending}' AND NOT waiting AND NOT scheduled AND {op_match}{only_if}
     ORDER BY priority DESC, id
     LIMIT %s
     FOR UPDATE SKIP LOCKED
-)
-UPDATE {table} AS t
+)"""
+
+_TAKE = """UPDATE {table} AS t
 SET status = '{running}', queue_id = %s, attempt = t.attempt + 1,
     claimed = %s, started = %s, updated = %s, error = NULL
 FROM picked WHERE t.id = picked.id
-RETURNING {columns}
-"""
+RETURNING {columns}"""
 
-_COMPLETE_SQL = """
-WITH done AS (
+_DONE = """done AS (
     UPDATE {table}
     SET status = '{completed}', result_data = %s, time = %s, finished = %s, updated = %s,
         error = NULL
@@ -75,8 +80,23 @@ WITH done AS (
 ), released AS (
     UPDATE {table} SET waiting = false, updated = %s
     WHERE parent_id IN (SELECT id FROM done) AND status = '{pending}' AND waiting
+)"""
+
+_CLAIM_SQL = f"WITH {_PICKED.replace('{only_if}', '')}\n{_TAKE}"
+
+_COMPLETE_SQL = f"WITH {_DONE}\nSELECT count(*) FROM done"
+
+# The completion of one task and the claim of the worker's next, in one statement: one
+# round trip and one commit per task. The claim runs only when the completion held its
+# lease: a worker that lost its task takes no other. Every part sees the statement's one
+# snapshot, so children released here are claimable from the next statement on. Always
+# one row: the completion's count, then the claimed row (all NULL when none was).
+_COMPLETE_AND_CLAIM_SQL = f"""WITH {_DONE}, {
+    _PICKED.replace('{only_if}', ' AND EXISTS (SELECT 1 FROM done)')
+}, claimed AS (
+{_TAKE}
 )
-SELECT count(*) FROM done
+SELECT (SELECT count(*) FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON true
 """
 
 
@@ -182,10 +202,19 @@ class TaskQueue(models.Manager):
         meta = self.task_model._meta
         names = {s.name.lower(): s.value for s in TaskStatus}
         columns = ", ".join(f"t.{f.column}" for f in meta.concrete_fields)
-        return {
-            "claim": _CLAIM_SQL.format(table=meta.db_table, columns=columns, **names),
-            "complete": _COMPLETE_SQL.format(table=meta.db_table, **names),
-        }
+        statements = {"complete": _COMPLETE_SQL.format(table=meta.db_table, **names)}
+        for name, text in (("claim", _CLAIM_SQL), ("complete_and_claim", _COMPLETE_AND_CLAIM_SQL)):
+            for suffix, op_match in (("", "op = ANY(%s)"), (" one op", "op = %s")):
+                statements[name + suffix] = text.format(
+                    table=meta.db_table, columns=columns, op_match=op_match, **names
+                )
+        return statements
+
+    def _for_ops(self, name: str, ops: list[str]) -> tuple[str, object]:
+        """The variant of the hot statement ``name`` for ``ops``, and its ops parameter."""
+        if len(ops) == 1:
+            return self.statements[name + " one op"], ops[0]
+        return self.statements[name], ops
 
     # -- creating -----------------------------------------------------------
 
@@ -254,7 +283,51 @@ class TaskQueue(models.Manager):
                     task.waiting = parent_status != TaskStatus.COMPLETED
             if any(t.run_after is not None for t in tasks):
                 self._set_due_times(tasks)
+            if is_postgresql():
+                return self._insert_many(tasks)
             return self.task_model.objects.bulk_create(tasks, batch_size=2000)
+
+    def _insert_many(self, tasks: list[Any]) -> list[Any]:
+        """One INSERT for the whole batch. A column whose value is the same for every task
+        (most of them: the op, the options, the timestamps) is sent once; the others go
+        as one array each, unnested by the server. Django's ``bulk_create`` prepares every
+        field of every task instead, which costs more than the insert itself."""
+        meta = self.task_model._meta
+        now = timezone.now()  # one clock for the batch
+        selected, params, arrays = [], [], []
+        columns = []
+        for field in meta.concrete_fields:
+            if field.primary_key:
+                continue
+            if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+                for task in tasks:
+                    setattr(task, field.attname, now)
+            values = [getattr(task, field.attname) for task in tasks]
+            cast = field.db_type(connection)
+            columns.append(connection.ops.quote_name(field.column))
+            first = values[0]
+            if all(value == first for value in values):
+                selected.append(f"%s::{cast}")
+                params.append(field.get_db_prep_save(first, connection))
+            else:
+                selected.append(f"batch.c{len(arrays)}")
+                arrays.append((cast, [field.get_db_prep_save(v, connection) for v in values]))
+        unnest = ", ".join(f"%s::{cast}[]" for cast, _ in arrays)
+        names = ", ".join(f"c{i}" for i in range(len(arrays)))
+        source = (f" FROM unnest({unnest}) WITH ORDINALITY AS batch({names}, n)"
+                  " ORDER BY batch.n" if arrays
+                  else " FROM generate_series(1, %s) AS batch(n) ORDER BY batch.n")
+        statement = (f"INSERT INTO {meta.db_table} ({', '.join(columns)})"
+                     f" SELECT {', '.join(selected)}{source} RETURNING id")
+        values = [*params, *(array for _, array in arrays)] if arrays else [*params, len(tasks)]
+        with connection.cursor() as cursor:
+            cursor.execute(statement, values)
+            ids = [row[0] for row in cursor.fetchall()]
+        for task, pk in zip(tasks, ids, strict=True):
+            task.pk = pk
+            task._state.adding = False
+            task._state.db = connection.alias
+        return tasks
 
     def _check_batch_limit(self, op: str, limit_ids: list[str], limit: int) -> None:
         wanted = Counter(limit_ids)
@@ -326,7 +399,8 @@ class TaskQueue(models.Manager):
         if is_postgresql():
             # one statement is atomic on its own: no BEGIN/COMMIT round trips around it
             with hot_cursor() as cursor:
-                cursor.execute(self.statements["claim"], [ops, limit, worker_id, now, now, now])
+                statement, op_param = self._for_ops("claim", ops)
+                cursor.execute(statement, [op_param, limit, worker_id, now, now, now])
                 tasks = [self._from_row(row) for row in cursor.fetchall()]
         else:
             tasks = self._claim_portable(worker_id, ops, limit, now)
@@ -376,12 +450,10 @@ class TaskQueue(models.Manager):
         now = timezone.now()
         if is_postgresql():
             # the hot path: one statement, one round trip
-            field = self.task_model._meta.get_field("result_data")
-            data = field.get_db_prep_value(result, connection)
             with hot_cursor() as cursor:
                 cursor.execute(
                     self.statements["complete"],
-                    [data, duration, now, now, lease.task_id, lease.attempt, now],
+                    self._completion_params(lease, result, duration, now),
                 )
                 row = cursor.fetchone()
             done = row[0] if row else 0
@@ -396,6 +468,46 @@ class TaskQueue(models.Manager):
                         parent_id=lease.task_id, status=TaskStatus.PENDING, waiting=True
                     ).update(waiting=False, updated=now)
         return bool(done) or self._late("complete", lease)
+
+    def _completion_params(
+        self, lease: Lease, result: object, duration: float, now: datetime
+    ) -> list[Any]:
+        """The parameters of the completion's part of the hot statements."""
+        field = self.task_model._meta.get_field("result_data")
+        data = field.get_db_prep_value(result, connection)
+        return [data, duration, now, now, lease.task_id, lease.attempt, now]
+
+    def complete_and_claim(
+        self, lease: Lease, result: object, duration: float, worker_id: str,
+        ops: Iterable[str],
+    ) -> tuple[bool, Any | None]:
+        """``complete(lease)``, then claim the worker's next task of ``ops`` in the same
+        statement on PostgreSQL (one round trip and one commit per task).
+
+        Returns (completed, next task or None). Nothing is claimed when the completion
+        lost its lease. Elsewhere, the two steps run one after the other.
+        """
+        ops = list(ops)
+        if not is_postgresql() or not ops:
+            done = self.complete(lease, result, duration)
+            claimed = self.claim(worker_id, ops) if done else []
+            return done, claimed[0] if claimed else None
+        now = timezone.now()
+        statement, op_param = self._for_ops("complete_and_claim", ops)
+        with hot_cursor() as cursor:
+            cursor.execute(
+                statement,
+                [*self._completion_params(lease, result, duration, now),
+                 op_param, 1, worker_id, now, now, now],
+            )
+            row = cursor.fetchone()
+        assert row is not None  # the statement always answers one row
+        done, columns = row[0], row[1:]
+        if not done:
+            return self._late("complete", lease), None
+        if columns[0] is None:  # the primary key: nothing was claimed
+            return True, None
+        return True, self._from_row(columns).cast()
 
     def fail(
         self, lease: Lease, error: str, duration: float | None = None,

@@ -9,7 +9,7 @@ in-process (handy in tests, shells and scripts).
 import contextlib
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +137,23 @@ def record(task: Task, outcome: Outcome) -> bool:
     if done:
         task.recorded(outcome)  # the task class's hook: the outcome is written
     return done
+
+
+def record_and_claim(
+    task: Task, outcome: Outcome, claim_for: tuple[str, Iterable[str]] | None
+) -> tuple[bool, Task | None]:
+    """``record``, and when ``claim_for`` (worker id, ops) is given and the task
+    completed, claim that worker's next task in the same statement (see
+    ``TaskQueue.complete_and_claim``). Returns (recorded, next task or None)."""
+    if claim_for is None or outcome.status is not RunStatus.COMPLETED:
+        return record(task, outcome), None
+    worker_id, ops = claim_for
+    done, next_task = Task.queue.complete_and_claim(
+        task.lease, outcome.result, outcome.duration, worker_id, ops
+    )
+    if done:
+        task.recorded(outcome)
+    return done, next_task
 
 
 def execute(task: Task) -> Outcome:

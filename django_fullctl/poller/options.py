@@ -21,6 +21,7 @@ class PollerOptions:
     grace_period: float
     log_format: str = "text"
     verbosity: int = 1
+    max_memory_mib: int = 0  # recycle a worker after a task above this RSS; 0: never
 
     @property
     def self_claiming(self) -> bool:

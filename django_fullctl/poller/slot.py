@@ -22,6 +22,7 @@ class WorkerConfig:
     poll_interval: float
     log_format: str
     verbosity: int = 1
+    max_memory_kib: int = 0  # recycle after a task once resident memory passes it; 0: never
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,7 @@ class Supervisor:
             self_claiming=self.options.self_claiming, ops=self.ops,
             max_tasks=self.options.max_tasks, poll_interval=self.options.poll_interval,
             log_format=self.options.log_format, verbosity=self.options.verbosity,
+            max_memory_kib=self.options.max_memory_mib * 1024,
         )
         process = self.context.Process(
             target=worker_main, args=(child_conn, slot, config), name="fullctl-worker"

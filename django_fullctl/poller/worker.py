@@ -3,8 +3,14 @@
 In ``--processes`` mode the worker claims its own tasks (woken by LISTEN/NOTIFY, with a
 polling backstop); in ``--workers`` mode the supervisor's dispatcher claims and sends it
 leases. The running task and its beats go to a shared ``Slot``; the pipe carries
-``("drain",)`` and ``("run", lease)`` from the supervisor, and ``("done", lease)`` back in
-``--workers`` mode (that frees capacity at once).
+``("drain",)``, ``("pause",)``, ``("resume",)`` and ``("run", lease)`` from the supervisor,
+and ``("done", lease)`` back in ``--workers`` mode (that frees capacity at once).
+
+A self-claiming worker that completes a task and will take another right away records
+the completion and claims its next task in one statement (``Task.queue.complete_and_
+claim``): one round trip and one commit per task. It claims only what it runs next, and
+never when it is draining, paused, or about to recycle (``-t``, ``--max-memory-per-
+process``).
 """
 
 import contextlib
@@ -37,6 +43,7 @@ class Worker:
         self.config = config
         self.id = conf.worker_id(pid=os.getpid())
         self.draining = False
+        self.paused = False  # asked to stop claiming (the operator drains this pod)
         self.done = 0
         self.tracker = HeartbeatTracker(slot)
         self.listener: psycopg.Connection | None = None
@@ -47,20 +54,29 @@ class Worker:
         signal.signal(signal.SIGUSR1, self.on_stop)
         self.tracker.start()
         event("worker.started", "worker started", worker=self.id)
+        if self.config.max_memory_kib and resident_kib() > self.config.max_memory_kib:
+            event("worker.memory_limit_low",
+                  "--max-memory-per-process is below a fresh worker's memory: every worker"
+                  " will be replaced after each task", logging.WARNING, worker=self.id,
+                  resident_mib=resident_kib() // 1024)
         reason = "drained"
+        task: Task | None = None
         while True:
+            if task is not None:  # claimed with the last completion: it is ours to run
+                task = self.process(task)
+                continue
             if self.config.self_claiming:
                 # a drain that arrived while the last task ran: never claim after it (an
                 # assigned worker reads its messages, "run" ones too, in next_task)
                 self.read_messages(0)
             if self.draining:
                 break
-            if self.config.max_tasks and self.done >= self.config.max_tasks:
-                reason = f"recycled after {self.done} tasks"
+            if (recycle := self.recycle_reason()) is not None:
+                reason = recycle
                 break
             task = self.next_task()
             if task is not None:
-                self.process(task)
+                task = self.process(task)
         self.tracker.stop()
         if self.listener is not None:
             self.listener.close()
@@ -69,10 +85,35 @@ class Worker:
 
     # -- getting work ---------------------------------------------------------
 
+    def recycle_reason(self) -> str | None:
+        """Why this worker should exit now to be replaced by a fresh one, if it should."""
+        if self.config.max_tasks and self.done >= self.config.max_tasks:
+            return f"recycled after {self.done} tasks"
+        limit = self.config.max_memory_kib
+        if limit and self.done and (rss := resident_kib()) > limit:
+            return f"recycled at {rss // 1024} MiB resident (limit {limit // 1024} MiB)"
+        return None
+
+    def may_claim_next(self) -> bool:
+        """Whether the task being recorded may bring the next one with it: only a
+        self-claiming worker that goes on claiming after this task."""
+        if not self.config.self_claiming:
+            return False
+        self.read_messages(0)  # a drain or pause that arrived while the task ran
+        if self.draining or self.paused:
+            return False
+        if self.config.max_tasks and self.done + 1 >= self.config.max_tasks:
+            return False  # this was the last task before recycling
+        limit = self.config.max_memory_kib
+        return not (limit and resident_kib() > limit)
+
     def next_task(self) -> Task | None:
         """Wait for the next task (None when woken without one)."""
         if not self.config.self_claiming:
             return self.receive_assignment()
+        if self.paused:
+            self.read_messages(self.config.poll_interval)
+            return None
         claimed = retry_db(lambda: Task.queue.claim(self.id, self.config.ops, 1), self.stopped)
         if claimed:
             return claimed[0]
@@ -105,6 +146,8 @@ class Worker:
             message = ("drain",)
         if message[0] == "drain":
             self.draining = True
+        elif message[0] in ("pause", "resume"):
+            self.paused = message[0] == "pause"
         return message
 
     def wait_for_work(self, timeout: float) -> None:
@@ -179,7 +222,9 @@ class Worker:
         if self.guarded is not None and self.guarded == self.tracker.lost:
             raise runner.TaskStopped()
 
-    def process(self, task: Task) -> None:
+    def process(self, task: Task) -> Task | None:
+        """Run ``task`` and record its outcome; returns the next task when the record
+        claimed one."""
         lease = task.lease
         fields = {"task": task.pk, "op": task.op, "worker": self.id, "attempt": task.attempt}
         self.slot.start(lease, task.timeout)
@@ -190,7 +235,10 @@ class Worker:
         # stop tracking before the outcome is recorded: a beat after the record would find
         # the task no longer running and take it for lost
         self.tracker.track(None)
-        recorded = retry_db(lambda: runner.record(task, outcome), lambda: False)
+        claim_for = (self.id, self.config.ops) if self.may_claim_next() else None
+        recorded, next_task = retry_db(
+            lambda: runner.record_and_claim(task, outcome, claim_for), lambda: False
+        )
         self.slot.record(task, outcome, recorded)
         self.slot.clear()
         self.done += 1
@@ -198,6 +246,19 @@ class Worker:
             with contextlib.suppress(OSError):
                 self.conn.send(("done", lease))
         log_outcome(outcome, recorded, fields)
+        return next_task
+
+
+def resident_kib() -> int:
+    """This process's resident memory (VmRSS), in KiB; 0 where /proc does not tell."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def log_outcome(outcome: runner.Outcome, recorded: bool, fields: dict[str, Any]) -> None:

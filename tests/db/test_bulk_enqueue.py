@@ -60,3 +60,28 @@ def test_create_tasks_through_configure_and_bad_calls():
     with pytest.raises(TypeError, match="cannot be stored as JSON"):
         SumTask.create_tasks([((object(), 1), {})])
     assert Task.objects.count() == 2
+
+
+def test_a_batch_stores_what_one_at_a_time_would():
+    """Row for row, ``create_tasks`` stores what ``create_task`` stores (only the ids and
+    the timestamps differ), whatever varies between the calls of a batch."""
+    parent = SumTask.create_task(0, 0)
+    varied = [((1, 2), {}), ((3, 4), {}), ((5, 6), {})]
+    creator = SumTask.configure(run_after=timedelta(hours=1), priority=7)
+    singles = [creator.create_task(*args, parent=parent, timeout=9, **kw) for args, kw in varied]
+    batch = creator.create_tasks(varied, parent=parent, timeout=9)
+    skip = {"id", "created", "updated", "run_after"}
+    fields = [f.attname for f in Task._meta.concrete_fields if f.attname not in skip]
+
+    def stored(tasks):
+        return [Task.objects.filter(pk=t.pk).values(*fields).get() for t in tasks]
+
+    assert stored(batch) == stored(singles)
+    for task in batch:
+        fresh = Task.objects.get(pk=task.pk)
+        assert fresh.created is not None and fresh.run_after is not None
+        assert (task.pk, task.param) == (fresh.pk, fresh.param)
+    # the instances returned are saved rows: they can be changed and saved again
+    batch[0].priority = 1
+    batch[0].save(update_fields=["priority"])
+    assert Task.objects.get(pk=batch[0].pk).priority == 1

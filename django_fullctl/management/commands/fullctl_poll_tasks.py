@@ -38,6 +38,9 @@ class Command(CommandInterface):
                             help="self-claiming worker processes (instead of --workers)")
         parser.add_argument("-t", "--max-tasks-per-process", type=int, default=0,
                             help="tasks a worker process runs before it is replaced (0: no limit)")
+        parser.add_argument("--max-memory-per-process", type=int, default=0, metavar="MIB",
+                            help="replace a worker process after a task once its resident"
+                            " memory passes this many MiB (0: no limit)")
         parser.add_argument("-i", "--poll-interval", type=float, default=None,
                             help="seconds between polls when no notification arrives")
         parser.add_argument("--grace-period", type=float, default=30.0,
@@ -53,7 +56,8 @@ class Command(CommandInterface):
                 "fullctl_poll_tasks cannot be queued: it is the poller that runs queued"
                 " tasks, and it runs until it is stopped", returncode=USAGE_ERROR,
             )
-        for name in ("processes", "workers", "max_tasks_per_process", "grace_period"):
+        for name in ("processes", "workers", "max_tasks_per_process", "max_memory_per_process",
+                     "grace_period"):
             if (options[name] or 0) < 0:
                 flag = "--" + name.replace("_", "-")
                 raise CommandError(f"{flag} must not be negative", returncode=USAGE_ERROR)
@@ -69,6 +73,7 @@ class Command(CommandInterface):
                 mode=mode, size=size, max_tasks=options["max_tasks_per_process"],
                 poll_interval=poll_interval, grace_period=options["grace_period"],
                 log_format=options["log_format"], verbosity=options["verbosity"],
+                max_memory_mib=options["max_memory_per_process"],
             ),
             # worked out once: the settings of a running process do not change
             registry.qualified_ops(),
