@@ -294,8 +294,10 @@ class TaskQueue(models.Manager):
         field of every task instead, which costs more than the insert itself."""
         meta = self.task_model._meta
         now = timezone.now()  # one clock for the batch
-        selected, params, arrays = [], [], []
-        columns = []
+        columns: list[str] = []
+        selected: list[str] = []  # per column: a constant parameter or an unnested array
+        params: list[Any] = []
+        arrays: list[tuple[str, list[Any]]] = []  # (the column's type, one value per task)
         for field in meta.concrete_fields:
             if field.primary_key:
                 continue
