@@ -5,13 +5,18 @@ Each setting has its own id, ``fullctl.E001`` onwards, in the order of
 ``conf.FullctlSettings``; ``fullctl.E100`` is the pool settings' environment variable.
 The schedules (``TASK_SCHEDULES``, ``TaskMeta.schedule``) are ``fullctl.E101`` (a cron
 expression cronsim does not read), ``fullctl.E102`` (no task class for the op) and
-``fullctl.E103`` (arguments that cannot be stored as JSON).
+``fullctl.E103`` (arguments that cannot be stored as JSON). Behind a transaction-mode
+pooler (``TASK_DATABASE_POOLER = "transaction"``) the default database's settings that
+keep state in the session are warnings: ``fullctl.W001`` (server-side cursors, which
+Django declares ``WITH HOLD`` outside a transaction) and ``fullctl.W002``
+(``OPTIONS["assume_role"]``, a ``SET ROLE`` on whichever server connection was current).
 """
 
 from typing import Any
 
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 
 from django_fullctl import conf, schedules
 from django_fullctl.jsonvalue import json_problem
@@ -59,6 +64,31 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[checks.Check
     return errors
 
 
+def check_pooler(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """Session state of the default database that a transaction-mode pooler loses."""
+    if conf.problems() or conf.settings().database_pooler != "transaction":
+        return []
+    if connection.vendor != "postgresql":
+        return []
+    database = connection.settings_dict
+    warnings: list[checks.CheckMessage] = []
+    if not database.get("DISABLE_SERVER_SIDE_CURSORS"):
+        warnings.append(checks.Warning(
+            "TASK_DATABASE_POOLER is \"transaction\" but the default database has"
+            " server-side cursors on: QuerySet.iterator() outside a transaction declares"
+            " a cursor WITH HOLD on one server connection and may fetch from another",
+            hint="set DATABASES[\"default\"][\"DISABLE_SERVER_SIDE_CURSORS\"] = True",
+            id="fullctl.W001"))
+    if database.get("OPTIONS", {}).get("assume_role"):
+        warnings.append(checks.Warning(
+            "TASK_DATABASE_POOLER is \"transaction\" but the default database has"
+            " OPTIONS[\"assume_role\"]: its SET ROLE holds for one server connection"
+            " of the pooler, not for the transactions that follow",
+            hint="connect as the role itself (USER) instead", id="fullctl.W002"))
+    return warnings
+
+
 def register() -> None:
     checks.register(check_settings, "fullctl")
     checks.register(check_schedules, "fullctl")
+    checks.register(check_pooler, "fullctl")

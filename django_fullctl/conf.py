@@ -14,7 +14,7 @@ import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -147,6 +147,51 @@ def retention(value: Any) -> dict[str, float]:
     return parsed
 
 
+WorkerStart = Literal["forkserver", "spawn"]  # the multiprocessing start methods allowed
+WORKER_START_METHODS: tuple[WorkerStart, ...] = get_args(WorkerStart)
+
+
+def worker_start(value: Any) -> WorkerStart:
+    """``TASK_WORKER_START``: how the poller starts its worker processes."""
+    for method in WORKER_START_METHODS:
+        if value == method:
+            return method
+    raise ValueError(f"{value!r} is not one of {', '.join(map(repr, WORKER_START_METHODS))}")
+
+
+def database_pooler(value: Any) -> str | None:
+    """``TASK_DATABASE_POOLER``: what sits between the app and PostgreSQL. None (also
+    ``"none"`` or ``"session"``): nothing, or a pooler in session mode, which is the same
+    to us; ``"transaction"``: a transaction-mode pooler such as PgBouncer's ``pool_mode =
+    transaction``, which hands each transaction to any server connection, so nothing may
+    rely on the session (no LISTEN, no prepared statements unless the pooler keeps them)."""
+    text = value.strip().lower() if isinstance(value, str) else value
+    if text in (None, "", "none", "session"):
+        return None
+    if text == "transaction":
+        return "transaction"
+    raise ValueError(f"{value!r} is not None, \"session\" or \"transaction\"")
+
+
+def conninfo(value: Any) -> str | None:
+    """``TASK_LISTEN_DATABASE_URL``: a libpq connection string (``host=pg port=5432``) or
+    URL (``postgresql://pg:5432/app``). It is checked without quoting it back: it may
+    hold a password."""
+    text = optional_text(value)
+    if text is None:
+        return None
+    import psycopg  # the PostgreSQL driver, only needed when this is set
+
+    try:
+        psycopg.conninfo.conninfo_to_dict(text)
+    except psycopg.ProgrammingError:
+        raise ValueError(
+            "is not a libpq connection string (\"host=... port=...\") or a"
+            " postgresql:// URL (the value is not shown: it may hold a password)"
+        ) from None
+    return text
+
+
 def _setting(name: str, default: Any, parse: Callable[[Any], Any], env: bool = False) -> Any:
     return field(metadata={"name": name, "default": default, "parse": parse, "env": env})
 
@@ -192,13 +237,29 @@ class FullctlSettings:
     metrics_view: bool = _setting("TASK_METRICS_VIEW", False, boolean)
     # executions after which the poller's own connections prepare a statement on the
     # server (psycopg's prepare_threshold); 0 turns it off, for a transaction-mode pooler
-    # that cannot keep prepared statements (PgBouncer 1.21+ with max_prepared_statements can)
+    # that cannot keep prepared statements (PgBouncer 1.21+ with max_prepared_statements can).
+    # Read it through prepare_threshold(): unset, it is 0 when TASK_DATABASE_POOLER is
+    # "transaction"
     prepare_threshold: int = _setting("TASK_PREPARE_THRESHOLD", 2, non_negative_int, env=True)
     # periodic tasks with arguments: {name: {"task": op, "cron": "*/5 * * * *", "args": [],
     # "kwargs": {}}} (task classes with TaskMeta.schedule need no entry)
     task_schedules: dict = _setting("TASK_SCHEDULES", {}, task_schedules)
     # how long finished tasks are kept, per status: {"completed": "7d", ...} ({}: for ever)
     task_retention: dict = _setting("TASK_RETENTION", {}, retention, env=True)
+    # how the poller starts workers: "forkserver" forks them from one process that set
+    # Django up once (they share its memory), "spawn" gives each a fresh interpreter
+    worker_start: WorkerStart = _setting("TASK_WORKER_START", "forkserver", worker_start, env=True)
+    # what sits between the app and PostgreSQL: None (nothing, or a session-mode pooler)
+    # or "transaction" (PgBouncer's pool_mode = transaction and the like): then nothing
+    # relies on the session, LISTEN goes only to TASK_LISTEN_DATABASE_URL (else pollers
+    # and wait() poll), and TASK_PREPARE_THRESHOLD defaults to 0 (see prepare_threshold())
+    database_pooler: str | None = _setting("TASK_DATABASE_POOLER", None, database_pooler,
+                                           env=True)
+    # a direct connection to PostgreSQL (not through a transaction-mode pooler) used only
+    # to LISTEN: a libpq string or URL whose parameters replace those of the default
+    # database (so "host=pg-direct port=5432" keeps its name, user and password)
+    listen_database_url: str | None = _setting("TASK_LISTEN_DATABASE_URL", None, conninfo,
+                                               env=True)
 
 
 SETTING_NAMES = {f.metadata["name"]: f.name for f in fields(FullctlSettings)}
@@ -244,6 +305,18 @@ def settings() -> FullctlSettings:
             raise ImproperlyConfigured("; ".join(message for _, message in bad))
         _cached = FullctlSettings(**values)
     return _cached
+
+
+def prepare_threshold() -> int:
+    """The prepare threshold in force for the poller's connections: ``TASK_PREPARE_
+    THRESHOLD`` when it is set (setting, environment or pool settings); unset, 0 behind a
+    transaction-mode pooler (``TASK_DATABASE_POOLER = "transaction"``: PgBouncer before
+    1.21 loses prepared statements between transactions) and 2 otherwise."""
+    current = settings()
+    explicit = not _raw("TASK_PREPARE_THRESHOLD")[1].startswith("default")
+    if current.database_pooler == "transaction" and not explicit:
+        return 0
+    return current.prepare_threshold
 
 
 def reload(**_: Any) -> None:

@@ -7,6 +7,12 @@ something may have changed: whoever waits re-runs its own check after it, and at
 backstop interval in case a hint was lost (a dropped connection, another database).
 On other databases nothing is sent and waiting is plain polling. This module knows no
 model: callers hand it the check.
+
+LISTEN needs a session of its own, which a transaction-mode pooler (PgBouncer's
+``pool_mode = transaction``) cannot give: behind one (``TASK_DATABASE_POOLER =
+"transaction"``) the listening connection goes straight to PostgreSQL through
+``TASK_LISTEN_DATABASE_URL``, and without that setting nobody listens: pollers and
+``wait()`` poll, which this module says once per process.
 """
 
 import asyncio
@@ -32,15 +38,70 @@ DONE_CHANNEL = "fullctl_task_done"  # payload: the id of a task that reached a f
 _DJANGO_ONLY_PARAMS = {"context", "cursor_factory", "server_side_binding", "pool", "assume_role"}
 
 
+POLLING_REASON = (
+    "TASK_DATABASE_POOLER is \"transaction\" and TASK_LISTEN_DATABASE_URL is not set:"
+    " nothing listens for notifications, new and finished tasks are noticed by polling"
+)
+
+
+class ListenUnavailable(psycopg.OperationalError):
+    """No connection may LISTEN here: the database is reached through a transaction-mode
+    pooler and no direct listening connection is configured."""
+
+
 def connection_params() -> dict:
     """psycopg connection arguments for the default database, as Django would connect."""
     params = connection.get_connection_params()
     return {k: v for k, v in params.items() if k not in _DJANGO_ONLY_PARAMS}
 
 
+def listen_params() -> dict | None:
+    """psycopg connection arguments of a listening connection: the default database's,
+    with those of ``TASK_LISTEN_DATABASE_URL`` in their place when it is set; None behind
+    a transaction-mode pooler without it (a LISTEN through the pooler would stay on a
+    server connection that the next transaction of anyone may get)."""
+    current = conf.settings()
+    params = connection_params()
+    if current.listen_database_url:
+        params.update(psycopg.conninfo.conninfo_to_dict(current.listen_database_url))
+        return params
+    if current.database_pooler == "transaction":
+        return None
+    return params
+
+
+_said_polling = False
+
+
+def _say_polling() -> None:
+    global _said_polling
+    if not _said_polling:
+        _said_polling = True
+        log.warning("listening is off, polling: %s", POLLING_REASON,
+                    extra={"event": "listener.polling"})
+
+
+def can_listen() -> bool:
+    """Whether this process may LISTEN: on PostgreSQL, unless only a transaction-mode
+    pooler leads there (then it says once per process that it polls)."""
+    if not is_postgresql():
+        return False
+    if listen_params() is None:
+        _say_polling()
+        return False
+    return True
+
+
 def listen(channel: str) -> psycopg.Connection:
-    """A dedicated autocommit connection that listens on ``channel``."""
-    listener = psycopg.connect(**connection_params(), autocommit=True)
+    """A dedicated autocommit connection that listens on ``channel``: to the default
+    database, or to ``TASK_LISTEN_DATABASE_URL`` when it is set. Raises
+    ``ListenUnavailable`` (a ``psycopg.OperationalError``) behind a transaction-mode
+    pooler without it: the caller polls."""
+    params = listen_params()
+    if params is None:
+        _say_polling()
+        raise ListenUnavailable(POLLING_REASON)
+    listener = psycopg.connect(**params, autocommit=True)
     listener.execute(f"LISTEN {channel}")
     return listener
 
@@ -92,7 +153,7 @@ def wait_until(check: Callable[[], bool], channel: str, timeout: float | None) -
 
 
 def _try_listen(channel: str) -> psycopg.Connection | None:
-    if not is_postgresql():
+    if not can_listen():
         return None
     try:
         return listen(channel)
@@ -107,8 +168,7 @@ async def async_wait_until(
     """``wait_until`` for the event loop: ``check`` (database reads) runs in a thread and
     the listener is an async connection, so the loop is never blocked."""
     deadline = _deadline(timeout)
-    is_pg = await sync_to_async(is_postgresql)()
-    params = await sync_to_async(connection_params)() if is_pg else None
+    params = await sync_to_async(_async_listen_params)()
     listener = await _try_async_listen(params, channel)
     try:
         while not await sync_to_async(check)():
@@ -125,6 +185,10 @@ async def async_wait_until(
     finally:
         if listener is not None:
             await listener.close()
+
+
+def _async_listen_params() -> dict | None:
+    return listen_params() if can_listen() else None
 
 
 async def _try_async_listen(params: dict | None, channel: str) -> psycopg.AsyncConnection | None:

@@ -37,8 +37,14 @@ def use_prepared_statements() -> None:
     """Let this process's database connections prepare their statements on the server
     after ``TASK_PREPARE_THRESHOLD`` executions (Django turns it off by default, for
     poolers): the claim and the record are then planned once, not on every task. A
-    project's own ``OPTIONS["prepare_threshold"]`` wins."""
-    threshold = conf.settings().prepare_threshold
+    project's own ``OPTIONS["prepare_threshold"]`` wins.
+
+    Behind a transaction-mode pooler (``TASK_DATABASE_POOLER = "transaction"``) they stay
+    off unless ``TASK_PREPARE_THRESHOLD`` is set: PgBouncer before 1.21 (Debian 12 has
+    1.18) hands the next transaction to a server connection that never saw the statement.
+    With PgBouncer 1.21 or later and ``max_prepared_statements`` above 0, set it to turn
+    them back on."""
+    threshold = conf.prepare_threshold()
     if not threshold:
         return
 

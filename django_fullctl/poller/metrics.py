@@ -19,7 +19,7 @@ This module imports no Django and no prometheus_client (the collector lives in
 import bisect
 from array import array
 from collections.abc import Iterable, Sequence
-from multiprocessing.context import SpawnContext
+from multiprocessing.context import BaseContext
 from typing import Any
 
 OUTCOMES = ("completed", "failed", "timed_out", "stopped", "discarded")
@@ -106,7 +106,7 @@ class SharedTable(Table):
     """A worker's table in shared memory, written under the Array's lock (so a scrape
     never sees a histogram's count without its sum)."""
 
-    def __init__(self, layout: Layout, context: SpawnContext):
+    def __init__(self, layout: Layout, context: BaseContext):
         super().__init__(layout, context.Array("d", layout.size))
 
     def add(self, position: int, amount: float = 1.0) -> None:

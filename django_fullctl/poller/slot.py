@@ -7,7 +7,7 @@ before any model module is imported (see ``spawn.worker_main``).
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing.context import SpawnContext
+from multiprocessing.context import BaseContext
 from typing import Any
 
 from django_fullctl.poller.metrics import Layout, SharedTable, use_process_table
@@ -42,7 +42,7 @@ class Slot:
     task costs no message and no wake-up of the supervisor.
     """
 
-    def __init__(self, context: SpawnContext, layout: Layout | None = None):
+    def __init__(self, context: BaseContext, layout: Layout | None = None):
         # id, attempt, timeout, since, last beat, tasks finished by this worker
         self.values = context.Array("d", 6)
         # this worker's counters and histograms (see ``metrics``), read at scrape time

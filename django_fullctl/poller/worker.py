@@ -26,7 +26,6 @@ import psycopg
 from django.db import connections
 
 from django_fullctl import conf, notify, runner
-from django_fullctl.db import is_postgresql
 from django_fullctl.exceptions import TaskTimedOut
 from django_fullctl.models import Task
 from django_fullctl.poller.database import retry_db
@@ -121,8 +120,9 @@ class Worker:
         return None
 
     def stopped(self) -> bool:
+        """Give up a claim being retried through an outage: drained or asked to pause."""
         self.read_messages(0)
-        return self.draining
+        return self.draining or self.paused
 
     def receive_assignment(self) -> Task | None:
         message = self.read_messages(None)
@@ -182,7 +182,7 @@ class Worker:
             retry_db(Task.queue.release_due, self.stopped)
 
     def ensure_listener(self) -> psycopg.Connection | None:
-        if self.listener is None and is_postgresql():
+        if self.listener is None and notify.can_listen():
             try:
                 self.listener = notify.listen(notify.NEW_CHANNEL)
             except psycopg.Error as exc:
