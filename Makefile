@@ -32,10 +32,24 @@ browser:
 		echo "browser: /usr/bin/chromium is missing and this is not root: the browser tests skip (as root: apt-get install chromium)"; \
 	fi
 
+# Debian's pgbouncer for the transaction-mode pooler tests (tests/db/test_pgbouncer.py,
+# tests/poller/test_poller_through_pgbouncer.py), installed when missing and running as
+# root (idempotent); otherwise one line, and those tests skip
+.PHONY: pgbouncer
+pgbouncer:
+	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		echo "pgbouncer: installing pgbouncer (apt-get)"; \
+		apt-get update -qq >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer >/dev/null; \
+	else \
+		echo "pgbouncer: pgbouncer is missing and this is not root: the pooler tests skip (as root: apt-get install pgbouncer)"; \
+	fi
+
 demo: $(STAMP)
 	$(WITH_PG) $(PY) example/demo.py
 
-test: $(STAMP) tools browser lint test-pg test-sqlite test-django6
+test: $(STAMP) tools browser pgbouncer lint test-pg test-sqlite test-django6
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -82,3 +96,9 @@ k8s: tools
 
 clean:
 	rm -rf $(VENV) $(VENV6) .tools example/*.sqlite3
+
+# the end-to-end burst (tests/e2e) with a live view: one line per second with each poller
+# Deployment's replicas (wanted/live/ready), the TaskPool's desired size and the queue
+.PHONY: cluster-demo
+cluster-demo: $(STAMP)
+	FULLCTL_E2E_LIVE=1 $(WITH_PG) $(PY) -m pytest tests/e2e -k burst -s -q -p no:cacheprovider

@@ -1,11 +1,13 @@
 """The queue overview in the admin: /admin/django_fullctl/task/overview/ (staff only).
 
 Per op: the tasks by status, the age of the oldest runnable pending task, completed and
-failed in the last 5 and 60 minutes, the mean run time over the hour; the running tasks
-that stopped sending heartbeats; and the throughput per minute over the last hour as an
-inline SVG (no script, no CDN). Four aggregate queries: the counts by op and status, the
-oldest due time per op (both grouped, on the pending/running index), one grouped query
-over the last hour's finished rows, and the stale running tasks.
+failed in the last 5 and 60 minutes, the mean run time over the hour, how many live
+pollers claim it; the live pollers with their busy slots (their rows, ``Poller.fleet``);
+the running tasks that stopped sending heartbeats; and the throughput per minute over the
+last hour as an inline SVG (no script, no CDN). Four aggregate queries: the counts by op
+and status, the oldest due time per op (both grouped, on the pending/running index), one
+grouped query over the last hour's finished rows, and the stale running tasks; and one
+read of the poller table (a row per live poller).
 
 ``install()`` (run when ``admin.py`` imports this module, after it registered the Task
 admin) adds the page's URL to the Task admin and gives its change list a link to it.
@@ -27,7 +29,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from django_fullctl import conf
-from django_fullctl.models import Task
+from django_fullctl.models import Poller, Task
+from django_fullctl.pollers import PollerRow
 from django_fullctl.states import TaskStatus
 
 TEMPLATE = "admin/django_fullctl/queue_overview.html"
@@ -49,6 +52,16 @@ class OpRow:
     failed_60: int = 0
     run_time_total: float = 0.0
     run_time_count: int = 0
+    pollers: int = 0  # live pollers that claim this op now
+
+    @property
+    def to_run(self) -> int:
+        return sum(self.counts.get(status, 0) for status in ("pending", "scheduled", "waiting"))
+
+    @property
+    def unclaimed(self) -> bool:
+        """Tasks wait to run and no live poller claims the op: they wait for nothing."""
+        return self.to_run > 0 and not self.pollers
 
     @property
     def mean_run_time(self) -> float | None:
@@ -60,12 +73,46 @@ class OpRow:
 
 
 @dataclass
+class PollerLine:
+    """A live poller as the page shows it."""
+
+    row: PollerRow
+    seen_ago: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.row.host}:{self.row.pid}"
+
+    @property
+    def busy_percent(self) -> int:
+        return round(100 * self.row.busy_slots / self.row.slots) if self.row.slots else 0
+
+    @property
+    def state(self) -> str:
+        if self.row.draining:
+            return "draining"
+        if self.row.claiming_paused:
+            return ("stopped claiming, as asked" if self.row.claiming_stopped
+                    else "asked to stop claiming")
+        return "claiming"
+
+
+@dataclass
 class Overview:
     now: datetime
     rows: list[OpRow]
     stale: list[Any]
     stale_after: float
     per_minute: list[tuple[datetime, int, int]] = field(default_factory=list)
+    pollers: list[PollerLine] = field(default_factory=list)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(line.row.busy_slots for line in self.pollers)
+
+    @property
+    def slots(self) -> int:
+        return sum(line.row.slots for line in self.pollers)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -116,12 +163,21 @@ def collect(now: datetime | None = None) -> Overview:
             bucket[0 if completed else 1] += n
 
     stale_after = conf.settings().orphaned_heartbeat_timeout
+    pollers = Poller.fleet.live(stale_after)
+    for poller in pollers:
+        if not poller.claims:
+            continue
+        for op in poller.ops:
+            if op in rows:
+                rows[op].pollers += 1
     return Overview(
         now=now,
         rows=[rows[op] for op in sorted(rows)],
         stale=Task.queue.stale_running(stale_after, now=now),
         stale_after=stale_after,
         per_minute=[(minute, c, f) for minute, (c, f) in sorted(minutes.items())],
+        pollers=[PollerLine(row, max(0.0, (now - row.last_seen).total_seconds()))
+                 for row in pollers],
     )
 
 

@@ -94,6 +94,15 @@ class Task(HandleRefModel):
                 name="fullctl_task_claim",
                 condition=Q(status=TaskStatus.PENDING, waiting=False, scheduled=False),
             ),
+            # the same rows per op: a pool of a few ops claims from its own rows, however
+            # many runnable rows of other ops are ahead of them (the planner picks it)
+            models.Index(
+                "op",
+                models.F("priority").desc(),
+                "id",
+                name="fullctl_task_claim_by_op",
+                condition=Q(status=TaskStatus.PENDING, waiting=False, scheduled=False),
+            ),
             # the due-time release and the earliest due time: rows not due yet only
             models.Index(
                 fields=["run_after"],

@@ -3,6 +3,8 @@
 The dispatcher listens for new-task notifications of its ops (with a polling backstop),
 claims as many tasks as there is idle capacity, and sends each lease to a worker. A
 worker's ``("done", lease)`` frees its capacity and triggers the next fetch at once.
+While paused (the operator asked this pod to stop claiming, see ``Supervisor.refresh_row``)
+it claims nothing; the workers finish what they were handed.
 """
 
 import contextlib
@@ -16,7 +18,6 @@ import psycopg
 from django.db import DatabaseError
 
 from django_fullctl import notify
-from django_fullctl.db import is_postgresql
 from django_fullctl.models import Task
 from django_fullctl.poller.database import database_error, reconnecting
 from django_fullctl.poller.logs import event
@@ -40,14 +41,23 @@ class Dispatcher:
         self.fetch_now = True
         self.next_fetch = 0.0
         self.release_first = False  # the next fetch is at a scheduled task's due time
+        self.paused = False  # asked to stop claiming
+
+    def pause(self, paused: bool) -> None:
+        """Stop claiming (running tasks finish), or claim again, at once."""
+        self.paused = paused
+        if not paused:
+            self.fetch_now = True
 
     def timeout(self, now: float) -> float:
-        """Seconds until the next backstop fetch."""
+        """Seconds until the next backstop fetch (paused: no fetch is due)."""
+        if self.paused:
+            return self.poll_interval
         return max(0.0, self.next_fetch - now)
 
     def wait_sources(self) -> list:
         """The listener to wait on (connecting it if needed)."""
-        if self.listener is None and is_postgresql():
+        if self.listener is None and notify.can_listen():
             try:
                 self.listener = notify.listen(notify.NEW_CHANNEL)
                 self.fetch_now = True
@@ -76,6 +86,8 @@ class Dispatcher:
         self, idle: Sequence[Assignable], busy: int, start_worker: Callable[[], Assignable]
     ) -> None:
         """Claim tasks for idle capacity and hand each to an idle (or new) worker."""
+        if self.paused:
+            return
         now = time.monotonic()
         if not self.fetch_now and now < self.next_fetch:
             return

@@ -7,6 +7,13 @@ answers the liveness probe. It never runs a task itself. In ``--workers`` mode i
 from its loop. Everything it waits on (worker pipes, process sentinels, the dispatcher's
 listener, the signal wake-up socket) goes through one ``wait()`` call per loop. What a
 worker runs it reads from the worker's shared ``Slot``, so a task costs it nothing.
+
+It keeps this poller's row (``Poller.fleet``) fresh every ``TASK_TRACK_INTERVAL_SECONDS``
+(see ``refresh_row``): slots, busy slots, draining; a database error only delays the next
+try. Each refresh reads back the operator's stop-claiming request: while it is set, the
+workers are told ``("pause",)`` (``--processes``) or the dispatcher stops claiming
+(``--workers``), and a later refresh reports that claiming stopped and the busy slots as
+they drain; ``("resume",)`` when it is cleared. The row is deleted on a clean exit.
 """
 
 import contextlib
@@ -18,28 +25,31 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
 from django.db import DatabaseError
 
 from django_fullctl import conf, runner
-from django_fullctl.models import Task
+from django_fullctl.models import Poller, Task
 from django_fullctl.poller import liveness
 from django_fullctl.poller.backoff import SlotBackoff
 from django_fullctl.poller.collector import Exposition, PollerCollector, PollerNumbers
-from django_fullctl.poller.database import close_connections, database_error
+from django_fullctl.poller.database import close_connections, database_error, reconnecting
 from django_fullctl.poller.dispatcher import Dispatcher
 from django_fullctl.poller.logs import event
 from django_fullctl.poller.maintenance import Maintenance
 from django_fullctl.poller.maintenance.due import DueRelease
 from django_fullctl.poller.maintenance.orphans import OrphanRescue
+from django_fullctl.poller.maintenance.pollers import SilentPollers
 from django_fullctl.poller.maintenance.retention import Retention
 from django_fullctl.poller.maintenance.schedules import ScheduleFiring
 from django_fullctl.poller.metrics import Layout, Totals, use_process_table
 from django_fullctl.poller.options import PollerOptions
 from django_fullctl.poller.slot import Slot, WorkerConfig
 from django_fullctl.poller.spawn import worker_main
+from django_fullctl.pollers import PollerReport, host_name
 from django_fullctl.states import Lease, RescueOutcome
 
 
@@ -65,7 +75,12 @@ class Supervisor:
         self.options = options
         self.ops = tuple(ops)
         self.id = conf.worker_id(pid=os.getpid())
-        self.context = multiprocessing.get_context("spawn")
+        # TASK_WORKER_START: fork workers from a fork server that set Django up once (its
+        # preload is registered by ``spawn``), or start each in a fresh interpreter
+        self.context = (
+            multiprocessing.get_context("spawn") if conf.settings().worker_start == "spawn"
+            else multiprocessing.get_context("forkserver")
+        )
         self.handles: list[WorkerHandle] = []
         self.backoffs = [SlotBackoff() for _ in range(options.size)]
         self.draining = False
@@ -77,8 +92,14 @@ class Supervisor:
             else Dispatcher(self.id, self.ops, options.size, options.poll_interval)
         )
         self.maintenance = Maintenance([
-            OrphanRescue(), DueRelease(), ScheduleFiring(), Retention()
+            OrphanRescue(), DueRelease(), ScheduleFiring(), Retention(), SilentPollers()
         ])
+        # this poller's row: who it is, and the operator's stop-claiming request
+        self.host = host_name()
+        self.paused = False  # asked through the row to stop claiming, and told the workers
+        self.row_started: datetime | None = None  # the row's ``started``, once written
+        self.next_refresh = 0.0  # time.monotonic() of the next write of the row
+        self.refresh_delay = 0.5  # back-off after a failed write
         # metrics: one fixed table layout for the qualified ops, the supervisor's totals
         # (its own counts and every reaped worker's numbers) and one registry, read by the
         # HTTP thread at scrape time under ``metrics_lock``
@@ -102,11 +123,14 @@ class Supervisor:
         if not self.ops:
             event("poller.no_ops", "no registered task class qualifies in these settings",
                   logging.WARNING, supervisor=self.id)
+        # before the first worker starts: a pod asked to stop claiming claims nothing
+        self.refresh_row()
         while not self.stopping:
             self.loop_beat = time.monotonic()
             self.pump(self.next_timeout())
             self.reap()
             self.enforce_timeouts()
+            self.refresh_row()
             if self.draining:
                 self.tell_drain()
                 if not self.handles:
@@ -143,6 +167,7 @@ class Supervisor:
         message being written to the same pipe."""
         self.draining = True
         self.drain_deadline = time.monotonic() + self.options.grace_period
+        self.next_refresh = 0.0  # the row says "draining" on the loop's next turn
         busy = sum(1 for h in self.handles if h.busy)
         event("poller.draining", f"{why}: draining", supervisor=self.id, busy=busy,
               grace_period=f"{self.options.grace_period:g}s")
@@ -164,13 +189,75 @@ class Supervisor:
         self.handles.clear()
         if self.dispatcher is not None:
             self.dispatcher.close()
+        self.remove_row()
         event("poller.stopped", "poller stopped", supervisor=self.id)
         close_connections()
+
+    # -- this poller's row -----------------------------------------------------------
+
+    def refresh_row(self) -> None:
+        """Write this poller's row when it is due and act on the stop-claiming request it
+        reads back. A database error is logged and the write tried again after a back-off
+        (0.5 s doubling to 10 s): an outage never stops the loop.
+
+        What the row says about claiming is what was done before this write: the request
+        read now is acted on after it, and the next write (at most a second later)
+        reports it, with the busy slots read then. A worker that was in the middle of a
+        claim when it was told to pause shows that task in its slot by then."""
+        now = time.monotonic()
+        if now < self.next_refresh:
+            return
+        report = PollerReport(
+            host=self.host, pid=os.getpid(), worker_id=self.id, mode=self.options.mode.value,
+            ops=self.ops, slots=self.options.size,
+            busy_slots=sum(1 for h in self.handles if h.busy), draining=self.draining,
+            claiming_stopped=self.paused or self.draining, started=self.row_started,
+            claiming_paused=self.paused,
+        )
+        try:
+            row = reconnecting(lambda: Poller.fleet.report(report))
+        except DatabaseError as exc:
+            database_error("poller.refresh_failed", "poller row not written", exc,
+                           supervisor=self.id, retry_in=f"{self.refresh_delay:g}s")
+            self.next_refresh = now + self.refresh_delay
+            self.refresh_delay = min(self.refresh_delay * 2, 10.0)
+            return
+        interval = conf.settings().track_interval
+        self.refresh_delay = 0.5
+        self.row_started = row.started
+        self.next_refresh = now + interval
+        if row.claiming_paused != self.paused:
+            self.pause_claiming(row.claiming_paused)
+            self.next_refresh = now + min(interval, 1.0)  # report it soon
+
+    def pause_claiming(self, paused: bool) -> None:
+        """Stop claiming new tasks (running ones finish), or claim again."""
+        self.paused = paused
+        if self.dispatcher is not None:
+            self.dispatcher.pause(paused)
+        elif not self.draining:  # a drain already stops every claim for good
+            for handle in self.handles:
+                self.tell(handle, "pause" if paused else "resume")
+        busy = sum(1 for h in self.handles if h.busy)
+        if paused:
+            event("poller.claiming_paused", "asked to stop claiming: running tasks finish",
+                  supervisor=self.id, busy=busy)
+        else:
+            event("poller.claiming_resumed", "claiming again", supervisor=self.id, busy=busy)
+
+    def remove_row(self) -> None:
+        """This poller is gone: delete its row (if that fails, the silent-row sweep will)."""
+        try:
+            reconnecting(lambda: Poller.fleet.remove(self.host, os.getpid()))
+        except DatabaseError as exc:
+            database_error("poller.remove_failed", "poller row not deleted", exc,
+                           supervisor=self.id)
 
     # -- waiting -----------------------------------------------------------------
 
     def next_timeout(self) -> float:
-        timeout = min(1.0, self.options.poll_interval)
+        timeout = min(1.0, self.options.poll_interval,
+                      max(0.0, self.next_refresh - time.monotonic()))
         if self.dispatcher is not None and not self.draining:
             timeout = min(timeout, self.dispatcher.timeout(time.monotonic()))
         return timeout
@@ -220,6 +307,8 @@ class Supervisor:
         child_conn.close()
         handle = WorkerHandle(process, parent_conn, slot, conf.worker_id(pid=process.pid), index)
         self.handles.append(handle)
+        if self.paused and self.options.self_claiming:
+            self.tell(handle, "pause")  # read before its first claim
         return handle
 
     def start_missing(self) -> None:

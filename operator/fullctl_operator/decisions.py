@@ -1,9 +1,9 @@
 """What the operator should do for one TaskPool, as pure functions.
 
 Nothing here talks to Kubernetes, the database or kopf, and nothing reads the clock: the
-caller passes what it observed and ``now``. That keeps every rule (sizing, the scale-down
-delay, the busy-pod floor, deletion costs, which pod is stale) testable case by case, and
-makes a tick replayable from its inputs.
+caller passes what it observed and ``now``. That keeps every rule (sizing, the connection
+budget, the scale-up step, the scale-down delay, the busy-pod floor, deletion costs, which
+pod is stale) testable case by case, and makes a tick replayable from its inputs.
 """
 
 import math
@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from django_fullctl.states import Lease
-from fullctl_operator.pool import PoolSpec
+from fullctl_operator.drain import PollerRowLike, plan_drain
+from fullctl_operator.pool import CONNECTIONS_PER_PROCESS, SUPERVISOR_CONNECTIONS, PoolSpec
 
 DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 # the ReplicaSet controller removes the pods with the lowest cost first
@@ -58,7 +59,11 @@ class Deployment:
 
 @dataclass(frozen=True)
 class Observed:
-    """One tick's view of the pool. ``counts`` is None when the database could not be read."""
+    """One tick's view of the pool. ``counts`` is None when the database could not be read.
+
+    ``elsewhere`` is the database connections held or reserved outside this pool (the
+    other pools of the namespace, pollers of no known pool: ``connections_elsewhere``);
+    only a pool with a ``connectionBudget`` reads it."""
 
     deployment: Deployment | None
     pods: tuple[Pod, ...] = ()
@@ -66,6 +71,9 @@ class Observed:
     running: tuple[RunningTaskLike, ...] = ()
     ops: frozenset[str] = frozenset()
     db_error: str | None = None
+    # the live poller rows per host (pod name): busy slots, stop-claiming requests
+    pollers: Mapping[str, tuple[PollerRowLike, ...]] = field(default_factory=dict)
+    elsewhere: int = 0
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,10 @@ class Plan:
     annotate: Mapping[str, str] = field(default_factory=dict)
     restart: StalePod | None = None
     busy: int = 0
+    stop_claiming: frozenset[str] = frozenset()  # pods to ask to stop claiming
+    resume_claiming: frozenset[str] = frozenset()  # pods to let claim again
+    drain_since: datetime | None = None  # when the drain in progress began
+    connections: int = 0  # what this pool's pods may hold once the plan is carried out
 
 
 # -- the rules, one function each -------------------------------------------
@@ -126,10 +138,94 @@ def size_for(pending: int, running: int, tasks_per_replica: int, bounds: tuple[i
     return max(low, min(high, wanted))
 
 
-def busy_pods(running: Iterable[RunningTaskLike], pods: Iterable[Pod]) -> frozenset[str]:
-    """Live pods of the Deployment that run at least one task (any op)."""
+# -- the database's connections ------------------------------------------------
+
+
+class PollerLike(Protocol):
+    """What the budget needs of a live poller row (``django_fullctl.pollers.PollerRow``)."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    @property
+    def slots(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class PoolUse:
+    """The connections another pool's pods hold or are about to hold (``Plan.connections``
+    of its last tick), and its pods (whose poller rows that number already covers)."""
+
+    connections: int
+    pods: frozenset[str] = frozenset()
+
+
+def poller_connections(mode: str, slots: int) -> int:
+    """The connections one live poller may hold, by its row. ``--processes``: three per
+    worker (claims, LISTEN, heartbeat thread) and the supervisor's one. ``--workers``: two
+    per worker (the assigned task, the heartbeat thread), the supervisor's and its
+    dispatcher's LISTEN connection."""
+    if mode == "workers":
+        return 2 * slots + 2
+    return CONNECTIONS_PER_PROCESS * slots + SUPERVISOR_CONNECTIONS
+
+
+def connections_elsewhere(
+    others: Iterable[PoolUse], pollers: Iterable[PollerLike], own_pods: Iterable[str]
+) -> int:
+    """Connections outside this pool: what the other pools hold or reserved, plus every
+    live poller that belongs to none of them and not to this pool (a fixed-size pool, pods
+    of a pool that has not ticked since the operator started)."""
+    others = list(others)
+    known = set(own_pods).union(*(use.pods for use in others))
+    loose = sum(poller_connections(row.mode, row.slots) for row in pollers if row.host not in known)
+    return sum(use.connections for use in others) + loose
+
+
+def budget_cap(spec: PoolSpec, elsewhere: int) -> int | None:
+    """The most replicas the connection budget leaves this pool (None: no budget)."""
+    if spec.connection_budget is None:
+        return None
+    room = spec.connection_budget - elsewhere
+    return max(0, room // max(1, spec.connections_per_pod))
+
+
+def scale_up_step(current: int, pods: int | None, percent: int | None) -> int | None:
+    """The most replicas one tick may scale up to from ``current``: ``current`` plus
+    ``pods``, or plus ``percent`` of ``current``, whichever is more (the HPA's rule), and
+    at least one more. None when neither is set: no limit."""
+    if pods is None and percent is None:
+        return None
+    by_pods = current + (pods or 0)
+    by_percent = current + math.ceil(current * (percent or 0) / 100)
+    return max(current + 1, by_pods, by_percent)
+
+
+def reserved(spec: PoolSpec, deployment: Deployment, pods: Iterable[Pod], target: int) -> int:
+    """The connections this pool's pods may hold: its largest size of the moment (the
+    target, the Deployment's replicas, the pods it still has, terminating ones too, which
+    hold theirs while they drain) at ``connectionsPerPod`` each."""
+    size = max(target, deployment.replicas, deployment.current, len(tuple(pods)))
+    return size * spec.connections_per_pod
+
+
+def busy_pods(
+    running: Iterable[RunningTaskLike],
+    pods: Iterable[Pod],
+    pollers: Mapping[str, Iterable[PollerRowLike]] | None = None,
+) -> frozenset[str]:
+    """Live pods of the Deployment that run at least one task (any op): their poller row
+    reports a busy slot, or a running task names them (a poller without rows)."""
     live = {pod.name for pod in pods if not pod.terminating}
-    return frozenset(task.host for task in running if task.host in live)
+    busy = {task.host for task in running if task.host in live}
+    busy |= {
+        host for host, rows in (pollers or {}).items()
+        if host in live and any(row.busy_slots > 0 for row in rows)
+    }
+    return frozenset(busy)
 
 
 def stabilise(
@@ -160,8 +256,9 @@ def stabilise(
     return Scaling(target, None if target == wanted else since, "down")
 
 
-def deletion_costs(pods: Iterable[Pod], busy: frozenset[str]) -> dict[str, str]:
-    """The deletion-cost annotations to write: idle pods cheaper than busy ones.
+def deletion_costs(pods: Iterable[Pod], remove: frozenset[str]) -> dict[str, str]:
+    """The deletion-cost annotations to write: the pods to remove cheaper than the rest,
+    so the ReplicaSet controller deletes exactly those.
 
     Only pods whose annotation differs are returned, so a repeat costs no API call.
     """
@@ -169,7 +266,7 @@ def deletion_costs(pods: Iterable[Pod], busy: frozenset[str]) -> dict[str, str]:
     for pod in pods:
         if pod.terminating:
             continue
-        cost = BUSY_COST if pod.name in busy else IDLE_COST
+        cost = IDLE_COST if pod.name in remove else BUSY_COST
         if pod.deletion_cost != cost:
             changes[pod.name] = cost
     return changes
@@ -210,8 +307,15 @@ def stale_pod(
 # -- one tick ------------------------------------------------------------------
 
 
-def plan(spec: PoolSpec, observed: Observed, lower_since: datetime | None, now: datetime) -> Plan:
-    """Decide one tick for one pool. Failures hold the size; ``paused`` changes nothing."""
+def plan(
+    spec: PoolSpec,
+    observed: Observed,
+    lower_since: datetime | None,
+    now: datetime,
+    drain_since: datetime | None = None,
+) -> Plan:
+    """Decide one tick for one pool. Failures hold the size; ``paused`` changes nothing;
+    an ``External`` pool is sized by someone else (its stale pods are still restarted)."""
     spec_ok = Condition(
         "SpecValid", not spec.problems, "Invalid" if spec.problems else "Valid",
         "; ".join(spec.problems),
@@ -228,18 +332,22 @@ def plan(spec: PoolSpec, observed: Observed, lower_since: datetime | None, now: 
         "Found" if deployment is not None else "NotFound",
         f"deployment {spec.deployment!r}" + ("" if deployment else " does not exist"),
     )
+    not_sizing = Condition("ScalingLimited", False, "NotSizing")
     pending = running = None
     if observed.counts is not None:
         pending, running = demand(observed.counts, observed.ops)
 
-    def ready(ok: bool, reason: str, message: str) -> tuple[Condition, ...]:
-        return (Condition("Ready", ok, reason, message), spec_ok, found, db_ok, paused)
+    def ready(
+        ok: bool, reason: str, message: str, limited: Condition = not_sizing
+    ) -> tuple[Condition, ...]:
+        return (Condition("Ready", ok, reason, message), spec_ok, found, db_ok, paused, limited)
 
     if deployment is None:
         message = f"deployment {spec.deployment!r} not found: nothing to size"
         return Plan(message, ready(False, "DeploymentNotFound", message), pending, running)
 
     current = deployment.replicas
+    holding = reserved(spec, deployment, observed.pods, current)
     if pending is None or running is None:
         message = (
             f"holding {current} replica(s): the database could not be read "
@@ -247,39 +355,118 @@ def plan(spec: PoolSpec, observed: Observed, lower_since: datetime | None, now: 
         )
         return Plan(
             message, ready(False, "DatabaseUnreachable", message),
-            desired=current, lower_since=lower_since,
+            desired=current, lower_since=lower_since, connections=holding,
         )
 
-    busy = busy_pods(observed.running, observed.pods)
-    wanted = size_for(pending, running, spec.tasks_per_replica, spec.bounds)
-    why = _demand_words(pending, running, spec, wanted)
+    busy = busy_pods(observed.running, observed.pods, observed.pollers)
+    demanded = size_for(pending, running, spec.tasks_per_replica, spec.bounds)
+    why = _demand_words(pending, running, spec, demanded)
     if spec.paused:
         message = f"paused: leaving {spec.deployment} at {current} replica(s) ({why})"
         return Plan(
             message, ready(False, "Paused", message), pending, running,
-            desired=current, busy=len(busy),
+            desired=current, busy=len(busy), connections=holding,
         )
 
-    scaling = stabilise(current, wanted, len(busy), lower_since, now, spec.scale_down_delay)
-    sentence = _sentence(current, scaling, why, len(busy), spec)
     victim = None
     if spec.restart_stale_pods:
         victim = stale_pod(observed.running, observed.pods, now, spec.stale_heartbeat)
-    annotate: dict[str, str] = {}
-    if scaling.target < current:
-        annotate = deletion_costs(observed.pods, busy)
+    restart_words = ""
     if victim is not None:
         silent = ", ".join(f"task {t.id}" for t in victim.tasks)
-        sentence += (
+        restart_words = (
             f"; restarting pod {victim.name}: {silent} silent for {victim.silent_for:.0f}s"
         )
-    ok = Condition("Ready", True, "Sizing", "")
-    return Plan(
-        sentence, (ok, spec_ok, found, db_ok, paused), pending, running,
-        desired=scaling.target,
-        scale_to=scaling.target if scaling.target != current else None,
-        lower_since=scaling.lower_since, annotate=annotate, restart=victim, busy=len(busy),
+    found_ok = Condition("Ready", True, "Sizing", "")
+    if spec.external:
+        message = f"sized externally: {spec.deployment} has {current} replica(s) ({why})"
+        external = Condition("ScalingLimited", False, "SizedExternally")
+        return Plan(
+            message + restart_words, (found_ok, spec_ok, found, db_ok, paused, external),
+            pending, running, desired=current, restart=victim, busy=len(busy),
+            connections=holding,
+        )
+
+    cap = budget_cap(spec, observed.elsewhere)
+    wanted = demanded if cap is None else min(demanded, cap)
+    if wanted < demanded:
+        why += (
+            f"; the connection budget allows {wanted} ({spec.connection_budget} with "
+            f"{observed.elsewhere} in use elsewhere, {spec.connections_per_pod} per pod)"
+        )
+    scaling = stabilise(current, wanted, len(busy), lower_since, now, spec.scale_down_delay)
+    step = scale_up_step(current, spec.max_scale_up_pods, spec.max_scale_up_percent)
+    stepped = scaling.reason == "up" and step is not None and scaling.target > step
+    if stepped and step is not None:
+        scaling = Scaling(step, None, "up")
+    sentence = _sentence(current, scaling, why, len(busy), spec)
+    if stepped:
+        sentence += f"; at most {step} this tick ({_step_words(spec)})"
+    # a scale-in drains first (see ``drain``): the pods to remove are asked to stop
+    # claiming, and replicas drop only by those that stopped and run nothing (or that
+    # outlived drainTimeoutSeconds)
+    drain = plan_drain(
+        observed.pods, observed.pollers, max(0, current - scaling.target), drain_since, now,
+        spec.drain_timeout, busy,
     )
+    annotate: dict[str, str] = {}
+    target, kept_since = scaling.target, scaling.lower_since
+    if scaling.target < current:
+        target = current - len(drain.remove)
+        if drain.remove:
+            annotate = deletion_costs(observed.pods, drain.remove)
+        if drain.waiting_for:
+            kept_since = lower_since or now  # still wanted: the delay must not start over
+            waiting = ", ".join(sorted(drain.waiting_for))
+            sentence += f"; waiting for {waiting} to finish their tasks (asked to stop claiming)"
+        if drain.timed_out:
+            sentence += f"; drain timeout {spec.drain_timeout:g}s passed: removing them anyway"
+    limited = _limited(spec, pending + running, demanded, wanted, stepped, scaling.target)
+    return Plan(
+        sentence + restart_words, (found_ok, spec_ok, found, db_ok, paused, limited),
+        pending, running,
+        desired=scaling.target,
+        scale_to=target if target != current else None,
+        lower_since=kept_since, annotate=annotate, restart=victim, busy=len(busy),
+        connections=reserved(spec, deployment, observed.pods, scaling.target),
+        stop_claiming=drain.stop, resume_claiming=drain.resume, drain_since=drain.since,
+    )
+
+
+def _limited(
+    spec: PoolSpec, tasks: int, demanded: int, wanted: int, stepped: bool, target: int
+) -> Condition:
+    """``ScalingLimited``: True when something other than the queue set the size, saying
+    what (as the HPA's condition of that name does)."""
+    if wanted < demanded:
+        return Condition(
+            "ScalingLimited", True, "ConnectionBudget",
+            f"the connection budget ({spec.connection_budget}) allows {wanted} of the "
+            f"{demanded} replica(s) the queue wants",
+        )
+    if stepped:
+        return Condition(
+            "ScalingLimited", True, "ScaleUpLimit",
+            f"scaling up to {target} this tick, {wanted} wanted ({_step_words(spec)})",
+        )
+    raw = math.ceil(tasks / max(1, spec.tasks_per_replica))
+    low, high = spec.bounds
+    if raw > high:
+        return Condition("ScalingLimited", True, "MaxReplicas",
+                         f"the queue wants {raw}, maxReplicas is {high}")
+    if raw < low:
+        return Condition("ScalingLimited", True, "MinReplicas",
+                         f"the queue wants {raw}, minReplicas is {low}")
+    return Condition("ScalingLimited", False, "DemandWithinBounds")
+
+
+def _step_words(spec: PoolSpec) -> str:
+    parts = []
+    if spec.max_scale_up_pods is not None:
+        parts.append(f"maxScaleUpPods {spec.max_scale_up_pods}")
+    if spec.max_scale_up_percent is not None:
+        parts.append(f"maxScaleUpPercent {spec.max_scale_up_percent}")
+    return ", ".join(parts) + " per tick"
 
 
 def _demand_words(pending: int, running: int, spec: PoolSpec, wanted: int) -> str:

@@ -1,9 +1,14 @@
 """Reading the world for a tick: the queue (through ``django_fullctl.queue``) and the cluster.
 
-The database is read once for all pools: one grouped ``counts_by_op()`` and one
-``running_tasks()`` per snapshot, shared by every pool whose tick falls within the
-snapshot's lifetime (a little under one interval). The ORM is synchronous, so it runs in
-a worker thread with Django's connection hygiene around it.
+The database is read once for all pools: one grouped ``counts_by_op()``, one
+``running_tasks()`` and one read of the live poller rows (``Poller.fleet.live()``) per
+snapshot, shared by every pool whose tick falls within the snapshot's lifetime (a little
+under one interval). The ORM is synchronous, so it runs in a worker thread with Django's
+connection hygiene around it.
+
+Busy pods come from the poller rows (a pod's poller's host is the pod's name): a live row
+that reports a busy slot. A running task still names its pod through ``queue_id``, for
+the stale-pod check, and marks it busy too (a poller from before the rows).
 """
 
 import asyncio
@@ -17,7 +22,8 @@ from django.db import DatabaseError, close_old_connections
 
 from django_fullctl import conf, registry
 from django_fullctl.db import describe_error
-from django_fullctl.models import Task
+from django_fullctl.models import Poller, Task
+from django_fullctl.pollers import PollerRow
 from django_fullctl.queue import RunningTask
 from fullctl_operator import kube
 from fullctl_operator.decisions import DELETION_COST, Deployment, Pod, parse_time
@@ -45,24 +51,41 @@ async def in_db_thread(fn: Callable[..., T], *args: Any) -> T:
 
 @dataclass(frozen=True)
 class QueueSnapshot:
-    """The queue at one moment; ``counts`` is None (and ``error`` set) when unreadable."""
+    """The queue at one moment; ``counts`` is None (and ``error`` set) when unreadable.
+
+    ``running`` are the running tasks and ``pollers`` the live poller rows (busy pods,
+    and the drain before scale-in, read them per host)."""
 
     counts: Mapping[str, Mapping[str, int]] | None
     running: tuple[RunningTask, ...]
     error: str | None
     taken: float  # time.monotonic()
+    pollers: tuple[PollerRow, ...] = ()
 
     @property
     def age(self) -> float:
         return time.monotonic() - self.taken
 
+    @property
+    def busy_hosts(self) -> frozenset[str]:
+        """Pods whose live poller row reports a busy slot."""
+        return frozenset(row.host for row in self.pollers if row.busy_slots > 0)
+
+    def pollers_by_host(self) -> dict[str, tuple[PollerRow, ...]]:
+        found: dict[str, tuple[PollerRow, ...]] = {}
+        for row in self.pollers:
+            found[row.host] = (*found.get(row.host, ()), row)
+        return found
+
 
 def read_queue(gauges: bool = False) -> QueueSnapshot:
-    """The two queries of a tick (four with ``gauges``: the metrics' counts by status and
-    oldest due times). A database error is a result, not an exception."""
+    """The three queries of a tick (five with ``gauges``: the metrics' counts by status and
+    oldest due times). A database error is a result, not an exception: without the poller
+    rows the busy pods are unknown, so the tick holds the size as for any other error."""
     try:
         counts = Task.queue.counts_by_op()
         running = tuple(Task.queue.running_tasks())
+        pollers = tuple(Poller.fleet.live())
         if gauges:
             by_status = Task.queue.active_counts_by_op()
             oldest = Task.queue.oldest_pending_by_op()
@@ -71,7 +94,7 @@ def read_queue(gauges: bool = False) -> QueueSnapshot:
         return QueueSnapshot(None, (), error[:300], time.monotonic())
     if gauges:
         record_queue_metrics(by_status, oldest, running)
-    return QueueSnapshot(counts, running, None, time.monotonic())
+    return QueueSnapshot(counts, running, None, time.monotonic(), pollers=pollers)
 
 
 def record_queue_metrics(

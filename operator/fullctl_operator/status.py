@@ -14,13 +14,20 @@ from fullctl_operator.decisions import Condition, Plan, format_time, parse_time
 # the keys the operator owns; anything else in .status is left alone
 OWNED = (
     "pending", "running", "desiredReplicas", "currentReplicas", "busyPods", "lastScaleTime",
-    "lastDecision", "restartedPods", "observedGeneration", "lowerSince", "conditions",
+    "lastDecision", "restartedPods", "observedGeneration", "lowerSince", "drainingSince",
+    "conditions",
+    "connections",
 )
 
 
 def lower_since(status: Mapping[str, Any]) -> datetime | None:
     """When a lower size was first wanted, as recorded by an earlier tick."""
     return parse_time(status.get("lowerSince"))
+
+
+def draining_since(status: Mapping[str, Any]) -> datetime | None:
+    """When the drain before a scale-in began, as recorded by an earlier tick."""
+    return parse_time(status.get("drainingSince"))
 
 
 def build_status(
@@ -45,7 +52,10 @@ def build_status(
         "restartedPods": int(previous.get("restartedPods") or 0) + restarted,
         "observedGeneration": generation,
         "lowerSince": format_time(plan.lower_since) if plan.lower_since else None,
+        "drainingSince": format_time(plan.drain_since) if plan.drain_since else None,
         "conditions": merge_conditions(previous.get("conditions") or [], plan.conditions, now),
+        # the database connections the pool's pods may hold (what other pools' budgets count)
+        "connections": plan.connections,
     }
 
 

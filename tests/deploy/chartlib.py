@@ -173,16 +173,24 @@ def pollers_by_pool(objs) -> dict[str, dict]:
     }
 
 
-# ---------------------------------------------------------------- CRD schema for TaskPools
+# ---------------------------------------------------------------- CRD schemas
+
+# KEDA's CRDs, vendored (see the comment at the top of each file)
+KEDA_CRDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): HERE / "keda" / "keda.sh_scaledobjects.yaml",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"):
+        HERE / "keda" / "keda.sh_triggerauthentications.yaml",
+}
 
 
 def crd() -> dict:
     return yaml.safe_load(CRD_FILE.read_text())
 
 
-def crd_jsonschema() -> dict:
-    """The CRD's openAPIV3Schema as JSON schema: x-kubernetes-* keys dropped, and objects that do
-    not preserve unknown fields refuse them (what pruning plus strict field validation do)."""
+def crd_jsonschema(doc: dict | None = None, version: str | None = None) -> dict:
+    """A CRD's openAPIV3Schema as JSON schema (the TaskPool CRD's unless ``doc`` is given; the
+    one version it serves, or ``version``): x-kubernetes-* keys dropped, and objects that do not
+    preserve unknown fields refuse them (what pruning plus strict field validation do)."""
 
     def convert(node):
         if isinstance(node, list):
@@ -196,11 +204,39 @@ def crd_jsonschema() -> dict:
             out["properties"] = {k: convert(v) for k, v in node["properties"].items()}
         return out
 
-    (version,) = crd()["spec"]["versions"]
-    return convert(version["schema"]["openAPIV3Schema"])
+    versions = (doc or crd())["spec"]["versions"]
+    if version is None:
+        (served,) = versions
+    else:
+        (served,) = [v for v in versions if v["name"] == version]
+    return convert(served["schema"]["openAPIV3Schema"])
 
 
 def validate_taskpool(obj):
     jsonschema.Draft7Validator(
         crd_jsonschema(), format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER
+    ).validate(obj)
+
+
+@functools.cache
+def _keda_schema(api_version: str, kind: str) -> dict:
+    doc = yaml.safe_load(KEDA_CRDS[(api_version, kind)].read_text())
+    return crd_jsonschema(doc, api_version.split("/")[1])
+
+
+def is_custom(obj) -> bool:
+    """Whether ``obj`` is a custom resource whose CRD the tests hold (kubernetes-validate knows
+    only the built-in kinds)."""
+    return (obj["apiVersion"] == "tasks.fullctl.io/v1"
+            or (obj["apiVersion"], obj["kind"]) in KEDA_CRDS)
+
+
+def validate_custom(obj):
+    """A TaskPool against the chart's CRD; a KEDA object against KEDA's."""
+    if obj["apiVersion"] == "tasks.fullctl.io/v1":
+        validate_taskpool(obj)
+        return
+    jsonschema.Draft7Validator(
+        _keda_schema(obj["apiVersion"], obj["kind"]),
+        format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER,
     ).validate(obj)

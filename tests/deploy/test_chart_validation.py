@@ -1,5 +1,5 @@
-"""The rendered objects validated strictly (kubernetes-validate; TaskPools against the CRD),
-and the CRD's own contract."""
+"""The rendered objects validated strictly (kubernetes-validate; TaskPools against the CRD, KEDA's
+objects against KEDA's), and the CRD's own contract."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from chartlib import (
     SCENARIOS,
     by_kind,
     crd,
+    is_custom,
     one,
     render,
+    validate_custom,
     validate_taskpool,
 )
 from fullctl_operator.pool import DEFAULTS as POOL_DEFAULTS
@@ -22,14 +24,15 @@ from kubernetes_validate.utils import SchemaNotFoundError
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_rendered_objects_validate_strictly(scenario):
     """kubernetes-validate --strict for built-in kinds (helm3 renders the same bytes, see above);
-    TaskPools against the CRD's schema."""
+    TaskPools against the CRD's schema, KEDA's ScaledObject and TriggerAuthentication against
+    KEDA's."""
     objs = render("helm4", scenario)
     kinds = set()
     for obj in objs:
         kinds.add(obj["kind"])
         where = f"{obj['kind']}/{obj['metadata']['name']}"
-        if obj["apiVersion"] == "tasks.fullctl.io/v1":
-            validate_taskpool(obj)
+        if is_custom(obj):
+            validate_custom(obj)
             continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -49,6 +52,8 @@ def test_rendered_objects_validate_strictly(scenario):
         "ServiceAccount",
         "TaskPool",
     }
+    if scenario == "all":  # KEDA's objects and the NetworkPolicies are switched on there
+        expected |= {"NetworkPolicy", "ScaledObject", "TriggerAuthentication"}
     assert expected <= kinds
 
 
@@ -83,6 +88,11 @@ def test_taskpool_schema_refuses_what_it_should():
         {"deployment": "p", "restartStalePods": "yes"},
         {"deployment": "p", "ops": ["ok", 3]},
         {"deployment": "p", "unknownField": 1},
+        {"deployment": "p", "processes": 0},
+        {"deployment": "p", "sizing": "keda"},
+        {"deployment": "p", "connectionBudget": -1},
+        {"deployment": "p", "connectionsPerPod": 0},
+        {"deployment": "p", "maxScaleUpPods": 0},
     ]
     for spec in bad_specs:
         with pytest.raises(jsonschema.ValidationError):
@@ -128,6 +138,12 @@ def test_crd_contract():
     assert p["deployment"]["minLength"] == 1
     assert (p["minReplicas"]["minimum"], p["maxReplicas"]["minimum"]) == (0, 0)
     assert p["tasksPerReplica"]["minimum"] == 1
+    # no default of its own: the operator sizes one replica per worker process unless told
+    assert "default" not in p["tasksPerReplica"] and p["processes"]["minimum"] == 1
+    assert p["sizing"]["enum"] == ["Operator", "External"]
+    assert p["connectionBudget"]["minimum"] == 0 and "default" not in p["connectionBudget"]
+    for key in ("connectionsPerPod", "maxScaleUpPods", "maxScaleUpPercent"):
+        assert p[key]["minimum"] == 1 and "default" not in p[key], key
     assert p["staleHeartbeatSeconds"]["minimum"] == 1
     assert p["scaleDownDelaySeconds"]["minimum"] == 0
     assert p["settings"]["type"] == "object"
@@ -142,6 +158,7 @@ def test_crd_contract():
         "desiredReplicas": "integer",
         "currentReplicas": "integer",
         "busyPods": "integer",
+        "connections": "integer",
         "lastScaleTime": "string",
         "lastDecision": "string",
         "restartedPods": "integer",

@@ -199,9 +199,14 @@ def test_autoscaled_deployments_leave_replicas_to_the_operator(scenario):
     objs = render("helm4", scenario)
     deployments = pollers_by_pool(objs)
     for pool in values(scenario)["pollers"]:
-        spec = deployments[pool["name"]]["spec"]
+        deployment = deployments[pool["name"]]
+        spec = deployment["spec"]
         if pool["autoscale"]["enabled"]:
             assert "replicas" not in spec, pool["name"]
+            # who sizes it, for whoever looks at the Deployment
+            sizer = "ScaledObject" if pool["autoscale"]["keda"]["enabled"] else "TaskPool"
+            assert deployment["metadata"]["annotations"]["tasks.fullctl.io/sized-by"] == \
+                f"{sizer}/{deployment['metadata']['name']}"
         else:
             assert spec["replicas"] == pool["replicas"], pool["name"]
 
@@ -221,10 +226,19 @@ def test_taskpools_mirror_the_pools(scenario):
         env_settings = json.loads(env_map(c)["FULLCTL_POOL_SETTINGS"]["value"])
         assert tp["spec"]["settings"] == env_settings == pool["settings"]
         autoscale = pool["autoscale"]
+        # the pods' --processes, which tasksPerReplica follows unless the pool sets it
+        assert tp["spec"]["processes"] == pool["processes"] == int(
+            c["command"][c["command"].index("--processes") + 1])
+        for key in ("tasksPerReplica", "maxScaleUpPods", "maxScaleUpPercent",
+                    "connectionsPerPod"):
+            assert tp["spec"].get(key) == autoscale.get(key), key
+        budget = values(scenario)["operator"]["connectionBudget"]
+        assert tp["spec"].get("connectionBudget") == budget
+        assert tp["spec"].get("sizing", "Operator") == (
+            "External" if autoscale["keda"]["enabled"] else "Operator")
         for key in (
             "minReplicas",
             "maxReplicas",
-            "tasksPerReplica",
             "scaleDownDelaySeconds",
             "staleHeartbeatSeconds",
             "restartStalePods",

@@ -1,6 +1,7 @@
 """The operator's decisions as pure functions, with an injected clock: no kopf, no cluster,
 no database."""
 
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,15 +12,20 @@ from fullctl_operator.decisions import (
     Deployment,
     Observed,
     Pod,
+    PoolUse,
+    budget_cap,
     busy_pods,
+    connections_elsewhere,
     deletion_costs,
     demand,
     plan,
+    poller_connections,
+    scale_up_step,
     size_for,
     stabilise,
     stale_pod,
 )
-from fullctl_operator.pool import PoolSpec, parse_spec
+from fullctl_operator.pool import PoolSpec, connections_for, parse_spec
 
 from django_fullctl.queue import RunningTask
 
@@ -136,7 +142,7 @@ def test_busy_pods_are_a_floor_and_the_wish_is_kept():
 # -- deletion costs ----------------------------------------------------------------
 
 
-def test_idle_pods_get_a_lower_deletion_cost_than_busy_ones():
+def test_the_pods_to_remove_get_a_lower_deletion_cost_than_the_rest():
     pool_pods = (
         Pod("idle", created=ago(60)),
         Pod("busy", created=ago(60)),
@@ -144,8 +150,8 @@ def test_idle_pods_get_a_lower_deletion_cost_than_busy_ones():
         Pod("was-busy", created=ago(60), deletion_cost=BUSY_COST),
         Pod("going", created=ago(60), terminating=True),
     )
-    changes = deletion_costs(pool_pods, frozenset({"busy"}))
-    assert changes == {"idle": IDLE_COST, "busy": BUSY_COST, "was-busy": IDLE_COST}
+    changes = deletion_costs(pool_pods, frozenset({"idle", "already-idle"}))
+    assert changes == {"idle": IDLE_COST, "busy": BUSY_COST}  # the rest is already right
     assert int(IDLE_COST) < int(BUSY_COST)
 
 
@@ -203,8 +209,9 @@ def test_one_pod_per_tick_the_stalest_first_with_all_its_stale_tasks():
 
 
 def observed(replicas: int = 2, *, counts=None, running_=(), pool_pods=None, ops=("task_noop",),
-             error: str | None = None, found: bool = True) -> Observed:
+             error: str | None = None, found: bool = True, pollers=None) -> Observed:
     return Observed(
+        pollers=pollers or {},
         deployment=Deployment("workers", replicas, replicas) if found else None,
         pods=pool_pods if pool_pods is not None else pods(*(f"w-{i}" for i in range(replicas))),
         counts=None if error else (counts or {}),
@@ -212,6 +219,17 @@ def observed(replicas: int = 2, *, counts=None, running_=(), pool_pods=None, ops
         ops=frozenset(ops),
         db_error=error,
     )
+
+
+@dataclass(frozen=True)
+class PollerRow:
+    busy_slots: int = 0
+    claiming_paused: bool = False
+    claiming_stopped: bool = False
+
+
+def poller_row(busy: int = 0, paused: bool = False, stopped: bool = False) -> PollerRow:
+    return PollerRow(busy, paused, stopped)
 
 
 def conditions(result) -> dict[str, bool]:
@@ -253,7 +271,8 @@ def test_zero_tasks_scale_to_min_after_the_delay():
     assert "scaling down once that has lasted 60s" in first.decision
     later = plan(spec, observed(4), first.lower_since, NOW + timedelta(seconds=61))
     assert later.scale_to == 1
-    assert later.annotate == {f"w-{i}": IDLE_COST for i in range(4)}
+    # pods without poller rows have nothing to drain: three leave, the fourth stays
+    assert sorted(later.annotate.values()) == sorted([BUSY_COST, IDLE_COST, IDLE_COST, IDLE_COST])
 
 
 def test_scale_down_stops_at_the_busy_pods_and_marks_them():
@@ -264,6 +283,27 @@ def test_scale_down_stops_at_the_busy_pods_and_marks_them():
     assert result.scale_to == 2 and result.busy == 2
     assert result.annotate == {"w-0": BUSY_COST, "w-1": IDLE_COST, "w-2": BUSY_COST,
                                "w-3": IDLE_COST}
+
+
+def test_scale_in_waits_for_the_chosen_pods_to_stop_claiming():
+    """Pods with poller rows are asked to stop claiming; replicas drop once they did."""
+    spec = parse_spec({"deployment": "workers", "scaleDownDelaySeconds": 0})
+    rows = {f"w-{i}": (poller_row(),) for i in range(3)}
+    first = plan(spec, observed(3, pollers=rows), None, NOW)
+    assert first.scale_to is None and len(first.stop_claiming) == 3 - 0  # min 0: all three
+    assert first.annotate == {} and first.drain_since == NOW
+    assert "asked to stop claiming" in first.decision
+    asked = {name: (poller_row(paused=True, stopped=True),) for name in first.stop_claiming}
+    second = plan(spec, observed(3, pollers=asked), first.lower_since, NOW, first.drain_since)
+    assert second.scale_to == 0 and set(second.annotate.values()) == {IDLE_COST}
+
+
+def test_a_burst_during_a_drain_lets_the_pods_claim_again():
+    spec = parse_spec({"deployment": "workers", "scaleDownDelaySeconds": 0})
+    rows = {"w-0": (poller_row(),), "w-1": (poller_row(paused=True, stopped=True),)}
+    result = plan(spec, observed(2, counts={"task_noop": {"pending": 8}}, pollers=rows),
+                  None, NOW, NOW)
+    assert result.resume_claiming == {"w-1"} and result.scale_to is None
 
 
 def test_min_above_max_is_reported_and_clamped_to_max():
@@ -321,6 +361,10 @@ def test_spec_defaults_match_the_crd():
     spec = parse_spec({"deployment": "workers"})
     assert spec == PoolSpec(deployment="workers")
     assert (spec.min_replicas, spec.max_replicas, spec.tasks_per_replica) == (0, 10, 4)
+    assert (spec.processes, spec.connections_per_pod) == (4, connections_for(4))
+    assert spec.sizing == "Operator" and not spec.external
+    assert spec.connection_budget is None
+    assert (spec.max_scale_up_pods, spec.max_scale_up_percent) == (None, None)
     assert (spec.scale_down_delay, spec.stale_heartbeat) == (300, 60)
     assert spec.restart_stale_pods and not spec.paused and spec.ops is None
 
@@ -339,3 +383,210 @@ def test_time_round_trip():
     assert decisions.parse_time(decisions.format_time(NOW)) == NOW
     assert decisions.parse_time("not a time") is None
     assert decisions.parse_time(None) is None
+
+
+# -- a replica per worker process -------------------------------------------------
+
+
+def test_tasks_per_replica_follows_the_pools_processes():
+    two = parse_spec({"deployment": "workers", "processes": 2})
+    assert (two.processes, two.tasks_per_replica) == (2, 2)
+    # 40 tasks on pods of two processes: 20 pods, one task per worker process
+    result = plan(parse_spec({"deployment": "workers", "processes": 2, "maxReplicas": 50}),
+                  observed(1, counts={"task_noop": {"pending": 40}}), None, NOW)
+    assert result.desired == 20
+    assert "at 2 per replica" in result.decision
+    # a pool that says otherwise keeps its own number
+    own = parse_spec({"deployment": "workers", "processes": 2, "tasksPerReplica": 8})
+    assert own.tasks_per_replica == 8
+
+
+def test_new_spec_fields_are_checked():
+    spec = parse_spec({
+        "deployment": "workers", "processes": 0, "sizing": "KEDA", "connectionBudget": -5,
+        "connectionsPerPod": "many", "maxScaleUpPods": 0,
+    })
+    assert spec.processes == 1 and spec.tasks_per_replica == 1
+    assert spec.sizing == "Operator" and spec.connection_budget == 0
+    assert spec.connections_per_pod == connections_for(1) and spec.max_scale_up_pods == 1
+    assert len(spec.problems) == 5
+    assert any("sizing must be one of Operator, External" in p for p in spec.problems)
+
+
+# -- the connection budget ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """A live poller row, as far as the budget cares."""
+
+    host: str
+    slots: int = 2
+    mode: str = "processes"
+
+
+def test_what_a_pod_costs():
+    # --processes N: per worker its claims, its LISTEN and its heartbeat thread; the supervisor
+    assert connections_for(2) == poller_connections("processes", 2) == 7
+    assert connections_for(1) == 4
+    # --workers N: per worker its task and heartbeat thread; the supervisor and its LISTEN
+    assert poller_connections("workers", 3) == 8
+    assert parse_spec({"deployment": "w", "processes": 3}).connections_per_pod == 10
+    assert parse_spec({"deployment": "w", "connectionsPerPod": 5}).connections_per_pod == 5
+
+
+def test_connections_elsewhere_counts_other_pools_and_pollers_of_no_known_pool():
+    others = [PoolUse(21, frozenset({"b-0", "b-1", "b-2"})), PoolUse(7, frozenset())]
+    rows = [
+        Row("a-0"), Row("a-1"),  # this pool's own pods
+        Row("b-0"), Row("b-1"),  # pool b's: its 21 already cover them
+        Row("fixed-0", slots=4),  # a pool no TaskPool sizes: 13
+        Row("fixed-1", slots=1, mode="workers"),  # 4
+    ]
+    assert connections_elsewhere(others, rows, {"a-0", "a-1"}) == 21 + 7 + 13 + 4
+    assert connections_elsewhere([], [], ()) == 0
+    # after an operator restart nothing is remembered: the rows alone still count
+    assert connections_elsewhere([], rows, {"a-0", "a-1"}) == 2 * 7 + 13 + 4
+
+
+@pytest.mark.parametrize(("budget", "elsewhere", "per_pod", "cap"), [
+    (None, 500, 7, None),  # no budget: no cap
+    (100, 0, 7, 14),  # floor(100 / 7)
+    (100, 30, 7, 10),
+    (100, 99, 7, 0),
+    (100, 150, 7, 0),  # over budget already: no room at all, never negative
+    (0, 0, 7, 0),
+])
+def test_budget_cap(budget, elsewhere, per_pod, cap):
+    spec = PoolSpec(deployment="w", connection_budget=budget, connections_per_pod=per_pod)
+    assert budget_cap(spec, elsewhere) == cap
+
+
+def budget_pool(**extra) -> PoolSpec:
+    return parse_spec({"deployment": "workers", "processes": 2, "maxReplicas": 50,
+                       "connectionBudget": 100, **extra})
+
+
+def test_the_budget_not_the_demand_sets_the_size():
+    # 10,000 tasks want 50 pods of 7 connections; 30 are used elsewhere: (100 - 30) // 7 = 10
+    counts = {"task_noop": {"pending": 10_000}}
+    result = plan(budget_pool(), replace(observed(1, counts=counts), elsewhere=30), None, NOW)
+    assert (result.scale_to, result.desired) == (10, 10)
+    assert result.connections == 10 * 7
+    limited = condition_of(result, "ScalingLimited")
+    assert (limited.status, limited.reason) == (True, "ConnectionBudget")
+    assert "allows 10 of the 50 replica(s)" in limited.message
+    assert "the connection budget allows 10 (100 with 30 in use elsewhere, 7 per pod)" \
+        in result.decision
+
+
+def test_a_budget_with_room_to_spare_changes_nothing():
+    counts = {"task_noop": {"pending": 8}}
+    result = plan(budget_pool(), replace(observed(1, counts=counts), elsewhere=30), None, NOW)
+    assert result.desired == 4 and result.connections == 28
+    limited = condition_of(result, "ScalingLimited")
+    assert (limited.status, limited.reason) == (False, "DemandWithinBounds")
+
+
+def test_over_budget_shrinks_like_any_scale_down():
+    # the others grew (or the budget was lowered): 6 pods where 2 fit; after the delay, and
+    # never below the busy pods
+    counts = {"task_noop": {"pending": 40}}
+    busy = [running(1, "w-0"), running(2, "w-1"), running(3, "w-2")]
+    seen = replace(observed(6, counts=counts, running_=busy), elsewhere=86)
+    first = plan(budget_pool(scaleDownDelaySeconds=60), seen, None, NOW)
+    assert first.scale_to is None and first.lower_since == NOW
+    later = plan(budget_pool(scaleDownDelaySeconds=60), seen, first.lower_since,
+                 NOW + timedelta(seconds=60))
+    assert later.scale_to == 3 and later.busy == 3
+    assert condition_of(later, "ScalingLimited").reason == "ConnectionBudget"
+
+
+def test_the_budget_wins_over_min_replicas():
+    result = plan(budget_pool(minReplicas=5), replace(observed(0), elsewhere=86), None, NOW)
+    assert result.desired == 2 and result.scale_to == 2
+
+
+def test_pools_without_a_budget_still_report_their_connections():
+    spec = parse_spec({"deployment": "workers", "processes": 2})
+    result = plan(spec, replace(observed(3), elsewhere=10_000), None, NOW)
+    assert result.desired == 3 and result.connections == 21
+    # a pod still terminating holds its connections too
+    going = pods("w-0", "w-1", "w-2") + (Pod("w-3", created=ago(60), terminating=True),)
+    assert plan(spec, observed(3, pool_pods=going), None, NOW).connections == 28
+    # a pool whose database read failed keeps what it holds
+    assert plan(spec, observed(3, error="down"), None, NOW).connections == 21
+
+
+# -- the scale-up step --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("current", "pods_", "percent", "limit"), [
+    (1, None, None, None),  # nothing set: no limit
+    (0, 4, 100, 4),  # from zero: the pods allowance
+    (1, 4, 100, 5),
+    (5, 4, 100, 10),  # doubling allows more than +4
+    (10, 4, 100, 20),
+    (3, 4, None, 7),
+    (10, None, 50, 15),
+    (0, None, 50, 1),  # a percentage of zero is zero: one more all the same
+    (3, None, 10, 4),  # ceil(0.3) pods, and at least one
+])
+def test_scale_up_step(current, pods_, percent, limit):
+    assert scale_up_step(current, pods_, percent) == limit
+
+
+def test_a_burst_climbs_step_by_step_like_the_hpa():
+    spec = parse_spec({"deployment": "workers", "maxReplicas": 60, "maxScaleUpPods": 4,
+                       "maxScaleUpPercent": 100})
+    counts = {"task_noop": {"pending": 200}}
+    sizes, current = [], 1
+    while True:
+        result = plan(spec, observed(current, counts=counts), None, NOW)
+        if result.scale_to is None:
+            break
+        sizes.append(result.scale_to)
+        current = result.scale_to
+    assert sizes == [5, 10, 20, 40, 50]
+    first = plan(spec, observed(1, counts=counts), None, NOW)
+    assert first.decision.startswith("scaling up 1 -> 5: 200 pending")
+    assert "at most 5 this tick (maxScaleUpPods 4, maxScaleUpPercent 100 per tick)" \
+        in first.decision
+    assert condition_of(first, "ScalingLimited").reason == "ScaleUpLimit"
+    last = plan(spec, observed(50, counts=counts), None, NOW)
+    assert last.scale_to is None and not condition_of(last, "ScalingLimited").status
+    capped = plan(spec, observed(60, counts={"task_noop": {"pending": 400}}), None, NOW)
+    limited = condition_of(capped, "ScalingLimited")
+    assert (limited.status, limited.reason) == (True, "MaxReplicas")
+    assert limited.message == "the queue wants 100, maxReplicas is 60"
+
+
+def test_the_step_never_slows_a_scale_down():
+    spec = parse_spec({"deployment": "workers", "maxScaleUpPods": 1, "scaleDownDelaySeconds": 0})
+    assert plan(spec, observed(8), None, NOW).scale_to == 0
+
+
+# -- a pool sized by someone else (KEDA) ---------------------------------------------
+
+
+def test_an_externally_sized_pool_is_reported_but_never_scaled():
+    spec = parse_spec({"deployment": "workers", "sizing": "External", "processes": 2,
+                       "staleHeartbeatSeconds": 60, "scaleDownDelaySeconds": 0})
+    stale = [running(1, "w-0", heartbeat=600)]
+    up = plan(spec, observed(2, counts={"task_noop": {"pending": 100}}, running_=stale),
+              None, NOW)
+    down = plan(spec, observed(5), ago(999), NOW)
+    for result in (up, down):
+        assert result.scale_to is None and result.annotate == {}
+        assert result.decision.startswith("sized externally:")
+        assert condition_of(result, "ScalingLimited").reason == "SizedExternally"
+        assert conditions(result)["Ready"]
+    assert (up.desired, up.pending, up.connections) == (2, 100, 14)
+    assert down.desired == 5 and down.lower_since is None
+    # what KEDA does not do, the operator still does: restart the pod whose task went silent
+    assert up.restart is not None and up.restart.name == "w-0"
+    assert "restarting pod w-0" in up.decision
+
+
+def condition_of(result, kind: str):
+    return next(c for c in result.conditions if c.type == kind)

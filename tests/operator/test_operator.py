@@ -4,6 +4,7 @@ Ticks are TICK seconds of real time (conftest), delays a couple of seconds: ever
 a deadline, none is a fixed sleep.
 """
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -36,6 +37,8 @@ from harness import (
 )
 from helpers import async_wait_for
 
+from django_fullctl.models import Poller
+from django_fullctl.pollers import PollerReport
 from fullctl.django.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,6 +101,29 @@ def create_noop_tasks(count: int) -> None:
     with transaction.atomic():
         for _ in range(count):
             NoopTask.create_task()
+
+
+def poller_in(pod_name: str, busy_slots: int, slots: int = 2) -> None:
+    """What the poller in ``pod_name`` writes of itself: its row, with its busy slots."""
+    Poller.fleet.report(PollerReport(
+        host=pod_name, pid=1, worker_id=f"{pod_name}:1", mode="processes",
+        ops=["task_noop"], slots=slots, busy_slots=busy_slots,
+    ))
+
+
+def acknowledge_stop_requests() -> int:
+    """What a real supervisor does on its next refresh when its row asks it to stop
+    claiming: it says it stopped (``claiming_stopped``)."""
+    return Poller.fleet.rows().filter(claiming_paused=True, claiming_stopped=False).update(
+        claiming_stopped=True
+    )
+
+
+async def acknowledging_pollers() -> None:
+    """The emulated pods' pollers, acknowledging stop-claiming requests until cancelled."""
+    while True:
+        await db(acknowledge_stop_requests)
+        await asyncio.sleep(0.1)  # the rhythm of a supervisor's refresh, not a wait
 
 
 def claim_as(pod_name: str, count: int = 1) -> list[Task]:
@@ -193,10 +219,19 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
         for worker in ("drain-0", "drain-2"):
             for task in Task.queue.claim(f"{worker}:1", ["task_noop"], limit=5):
                 Task.queue.complete(task.lease, None, 0.01)
-        return claim_as("drain-0") + claim_as("drain-1")  # two tasks still running
+        # two tasks still running, under a worker id that names no pod (as with
+        # TASK_ORM_WORKER_ID set): the pollers' rows say which pods are busy
+        for name, busy in (("drain-0", 1), ("drain-1", 1), ("drain-2", 0)):
+            poller_in(name, busy)
+        return claim_as("shared-worker-id", 2)
 
     still_running = await db(drain)
     drained = time.monotonic()
+    # the idle pod is asked to stop claiming first, and stays until its poller says so
+    await async_wait_for(lambda: db(lambda: Poller.fleet.rows().filter(
+        host="drain-2", claiming_paused=True).exists()), timeout=20)
+    assert replicas(cluster, "drain-workers") == 3
+    acknowledging = asyncio.ensure_future(acknowledging_pollers())
     await async_wait_for(lambda: replicas(cluster, "drain-workers") == 2, timeout=20)
     [down] = scale_patches(cluster, "drain-workers")
     assert down.data["spec"] == {"replicas": 2}  # 2 running want 1, but 2 pods are busy
@@ -220,7 +255,13 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
     assert wish
 
     # the wish to shrink was kept: once the pods are idle it applies without a new delay
-    await db(lambda: [Task.queue.complete(t.lease, None, 0.01) for t in still_running])
+    def finish() -> None:
+        for task in still_running:
+            Task.queue.complete(task.lease, None, 0.01)
+        for name in ("drain-0", "drain-1"):
+            poller_in(name, 0)
+
+    await db(finish)
     idle = time.monotonic()
     await async_wait_for(lambda: replicas(cluster, "drain-workers") == 0, timeout=20)
     last = scale_patches(cluster, "drain-workers")[-1]
@@ -232,7 +273,11 @@ async def test_a_drained_queue_scales_down_after_the_delay_keeping_busy_pods(clu
         if c.at <= last.at and c.data["status"].get("lowerSince")
     }
     assert clocks <= {wish}
-    await async_wait_for(lambda: len(events(cluster, "Scaled")) == 2)
+    # one event per scale patch (the last scale-in may come in steps: each pod leaves
+    # once its poller says it stopped claiming)
+    await async_wait_for(lambda: len(events(cluster, "Scaled"))
+                         == len(scale_patches(cluster, "drain-workers")))
+    acknowledging.cancel()
 
 
 # -- stale pods ------------------------------------------------------------------------

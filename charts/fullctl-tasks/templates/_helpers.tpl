@@ -331,6 +331,20 @@ created (a pre-install hook would wait for it forever; a post-install hook would
 {{- if and .autoscale.enabled (gt (int .autoscale.minReplicas) (int .autoscale.maxReplicas)) }}
 {{- fail (printf "pollers[%s].autoscale: minReplicas (%d) is above maxReplicas (%d)" .name (int .autoscale.minReplicas) (int .autoscale.maxReplicas)) }}
 {{- end }}
+{{- if .autoscale.keda.enabled }}
+{{- if not .autoscale.enabled }}
+{{- fail (printf "pollers[%s].autoscale.keda: KEDA sizes autoscaled pools only; set autoscale.enabled too" .name) }}
+{{- end }}
+{{- if not .autoscale.ops }}
+{{- fail (printf "pollers[%s].autoscale.keda: list the pool's ops in autoscale.ops (KEDA's query cannot evaluate task qualifiers)" .name) }}
+{{- end }}
+{{- if gt (int .autoscale.scaleDownDelaySeconds) 3600 }}
+{{- fail (printf "pollers[%s].autoscale.keda: scaleDownDelaySeconds (%d) is above 3600, the HPA's longest stabilization window" .name (int .autoscale.scaleDownDelaySeconds)) }}
+{{- end }}
+{{- if and .autoscale.keda.connectionSecret.name (not .autoscale.keda.connectionSecret.key) }}
+{{- fail (printf "pollers[%s].autoscale.keda.connectionSecret: give the key too" .name) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -351,4 +365,17 @@ when metrics.enabled and metrics.scrapeAnnotations. Args: dict "ctx" $ "port" N.
 annotations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- end }}
+
+{{/* ---------------------------------------------------------------- KEDA */}}
+
+{{/*
+The KEDA trigger's query for a pool's ops (a list): the same count as the operator's
+(django_fullctl.queue.TaskQueue.counts_by_op), runnable pending (not waiting for a parent, not
+scheduled for later) plus running tasks. Ops are quoted as SQL string literals.
+*/}}
+{{- define "fullctl-tasks.kedaQuery" -}}
+{{- $ops := list }}
+{{- range . }}{{ $ops = append $ops (printf "'%s'" (replace "'" "''" .)) }}{{ end }}
+{{- printf "SELECT count(*) FROM django_fullctl_task WHERE op IN (%s) AND (status = 'running' OR (status = 'pending' AND NOT waiting AND NOT scheduled))" (join ", " $ops) }}
 {{- end }}

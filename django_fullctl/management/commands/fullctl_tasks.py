@@ -1,24 +1,29 @@
 """``manage.py fullctl_tasks status|purge``: the queue at a glance, and its housekeeping.
 
-``status`` prints the tasks per op and status (one grouped query), the workers that are
-running tasks with fresh heartbeats, and the running tasks whose heartbeat is older than
-``TASK_ORPHANED_HEARTBEAT_TIMEOUT``. It never prints task parameters. ``purge`` deletes
+``status`` prints the tasks per op and status (one grouped query), the live pollers (their
+rows, ``Poller.fleet``) and, per op with tasks to run, whether a live poller claims it, the
+workers that are running tasks with fresh heartbeats, and the running tasks whose
+heartbeat is older than ``TASK_ORPHANED_HEARTBEAT_TIMEOUT``. It never prints task
+parameters. ``purge`` deletes
 tasks that finished long enough ago (run it from a cron job, or queue it with ``-Q``).
 """
 
 import argparse
 import json
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from django.utils import timezone
 
 from django_fullctl import conf
 from django_fullctl.management.base import CommandInterface
-from django_fullctl.models import Task
+from django_fullctl.models import Poller, Task
 from django_fullctl.models.schedule import schedule_overview
+from django_fullctl.pollers import PollerRow
 
 COLUMNS = ("pending", "scheduled", "waiting", "running", "completed", "failed", "cancelled")
+TO_RUN = ("pending", "scheduled", "waiting")  # tasks that still need a poller
 
 
 def status_report(now: datetime | None = None) -> dict:
@@ -30,10 +35,17 @@ def status_report(now: datetime | None = None) -> dict:
     stale = sorted(Task.queue.stale_running(max_age, now=now), key=lambda item: item.id)
     stale_ids = {item.id for item in stale}
     workers = Counter(item.queue_id or "" for item in running if item.id not in stale_ids)
+    pollers = Poller.fleet.live(max_age)
     return {
         "ops": {op: {c: counts[op].get(c, 0) for c in COLUMNS} for op in sorted(counts)},
         "totals": {c: sum(entry.get(c, 0) for entry in counts.values()) for c in COLUMNS},
         "workers": [{"queue_id": q, "running": n} for q, n in sorted(workers.items())],
+        "pollers": [
+            {**row.as_dict(), "name": f"{row.host}:{row.pid}", "claims": row.claims,
+             "seen_seconds_ago": _age(row.last_seen, now)}
+            for row in pollers
+        ],
+        "claimed": claim_coverage(counts, pollers),
         "stale_after_seconds": max_age,
         "stale": [
             {
@@ -48,6 +60,54 @@ def status_report(now: datetime | None = None) -> dict:
         ],
         "schedules": schedule_overview(now),
     }
+
+
+def claim_coverage(
+    counts: Mapping[str, Mapping[str, int]], pollers: Sequence[PollerRow]
+) -> dict[str, dict]:
+    """Per op with tasks still to run (pending, scheduled or waiting): the live pollers
+    that claim it now, and those that would but stopped claiming (draining, or asked to
+    stop). ``claimed`` False means nothing will run these tasks as things stand."""
+    coverage = {}
+    for op in sorted(counts):
+        to_run = sum(counts[op].get(c, 0) for c in TO_RUN)
+        if not to_run:
+            continue
+        serving = [row for row in pollers if op in row.ops]
+        coverage[op] = {
+            "to_run": to_run,
+            "claimed": any(row.claims for row in serving),
+            "pollers": [f"{row.host}:{row.pid}" for row in serving if row.claims],
+            "stopped_pollers": [f"{row.host}:{row.pid}" for row in serving if not row.claims],
+        }
+    return coverage
+
+
+def _poller_line(poller: dict) -> str:
+    state = []
+    if poller["draining"]:
+        state.append("draining")
+    if poller["claiming_paused"]:
+        acked = "stopped" if poller["claiming_stopped"] else "not acknowledged yet"
+        state.append(f"asked to stop claiming ({acked})")
+    seen = poller["seen_seconds_ago"]
+    return "  ".join([
+        f"  {poller['name']}", poller["mode"], f"{poller['busy_slots']}/{poller['slots']} busy",
+        *state, f"seen {max(seen or 0, 0):g}s ago",
+        f"ops: {', '.join(poller['ops']) or '-'}",
+    ])
+
+
+def _claim_line(op: str, entry: dict) -> str:
+    head = f"  {op}  {entry['to_run']} to run"
+    if entry["claimed"]:
+        names = entry["pollers"]
+        return f"{head}  claimed by {len(names)} live poller(s): {', '.join(names)}"
+    if entry["stopped_pollers"]:
+        return (f"{head}  NOT CLAIMED: the pollers of this op stopped claiming"
+                f" ({', '.join(entry['stopped_pollers'])})")
+    return (f"{head}  NOT CLAIMED: no live poller claims this op (none runs, or none"
+            " qualifies for it in its settings)")
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -72,8 +132,16 @@ def format_report(report: dict) -> str:
     else:
         lines.append("no tasks")
     max_age = f"{report['stale_after_seconds']:g}s"
-    workers = report["workers"]
+    pollers = report.get("pollers", [])
     lines.append("")
+    lines.append(f"live pollers (refreshed within {max_age}): {len(pollers)}")
+    lines.extend(_poller_line(poller) for poller in pollers)
+    claimed = report.get("claimed", {})
+    unclaimed = sum(1 for entry in claimed.values() if not entry["claimed"])
+    lines.append(f"ops with tasks to run: {len(claimed)}, not claimed by any live poller:"
+                 f" {unclaimed}")
+    lines.extend(_claim_line(op, entry) for op, entry in claimed.items())
+    workers = report["workers"]
     lines.append(f"live workers (running a task, heartbeat within {max_age}): {len(workers)}")
     for worker in workers:
         lines.append(f"  {worker['queue_id']}  {worker['running']} running")
@@ -114,8 +182,10 @@ class Command(CommandInterface):
         )
         status = subcommands.add_parser(
             "status",
-            help="tasks per op and status, live workers, stale heartbeats",
-            description="Tasks per op and status, live workers and stale heartbeats."
+            help="tasks per op and status, live pollers and what they claim, live workers,"
+            " stale heartbeats",
+            description="Tasks per op and status, live pollers, whether a live poller claims"
+            " each op with tasks to run, live workers and stale heartbeats."
             " Never prints task parameters.",
         )
         status.add_argument("--json", action="store_true", help="print JSON")
