@@ -405,14 +405,17 @@ def plan(
     # a scale-in drains first (see ``drain``): the pods to remove are asked to stop
     # claiming, and replicas drop only by those that stopped and run nothing (or that
     # outlived drainTimeoutSeconds)
+    # replicas that have no pod (not created yet, or gone) are dropped at once
+    fewer = max(0, current - scaling.target)
+    podless = min(fewer, max(0, current - sum(not pod.terminating for pod in observed.pods)))
     drain = plan_drain(
-        observed.pods, observed.pollers, max(0, current - scaling.target), drain_since, now,
+        observed.pods, observed.pollers, fewer - podless, drain_since, now,
         spec.drain_timeout, busy,
     )
     annotate: dict[str, str] = {}
     target, kept_since = scaling.target, scaling.lower_since
     if scaling.target < current:
-        target = current - len(drain.remove)
+        target = current - podless - len(drain.remove)
         if drain.remove:
             annotate = deletion_costs(observed.pods, drain.remove)
         if drain.waiting_for:

@@ -590,3 +590,11 @@ def test_an_externally_sized_pool_is_reported_but_never_scaled():
 
 def condition_of(result, kind: str):
     return next(c for c in result.conditions if c.type == kind)
+
+
+def test_replicas_without_pods_are_dropped_at_once():
+    spec = parse_spec({"deployment": "workers", "scaleDownDelaySeconds": 0})
+    rows = {"w-0": (poller_row(),)}
+    result = plan(spec, observed(3, pool_pods=pods("w-0"), pollers=rows), None, NOW)
+    # two replicas have no pod; the one pod is asked to stop claiming first
+    assert result.scale_to == 1 and result.stop_claiming == {"w-0"}
