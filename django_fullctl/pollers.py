@@ -208,10 +208,6 @@ class PollerFleet(models.Manager):
                 found.setdefault(row.host, []).append(row)
         return found
 
-    def busy_hosts(self, max_age: float | None = None) -> frozenset[str]:
-        """Hosts (pod names) with a live poller that has at least one busy slot."""
-        return frozenset(row.host for row in self.live(max_age) if row.busy_slots > 0)
-
     # -- the operator's requests -----------------------------------------------------------
 
     def request_stop_claiming(self, hosts: Iterable[str]) -> set[str]:

@@ -171,3 +171,23 @@ class PollerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
         self.log_file.close()
+
+
+def final(task, timeout: float = 30.0):
+    """``task`` once it has finished (``wait()``), for the poller tests."""
+    task.wait(timeout=timeout)
+    return task
+
+
+def running(task, timeout: float = 30.0):
+    """``task`` once a worker runs it."""
+    def is_running():
+        task.refresh_from_db()
+        return task.status == "running" and task.queue_id
+    wait_for(is_running, timeout)
+    return task
+
+
+def worker_pid(task) -> int:
+    """The pid of the worker that claimed ``task`` (``queue_id`` is ``host:pid``)."""
+    return int(task.queue_id.rsplit(":", 1)[1])

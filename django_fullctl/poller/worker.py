@@ -84,12 +84,14 @@ class Worker:
 
     # -- getting work ---------------------------------------------------------
 
-    def recycle_reason(self) -> str | None:
-        """Why this worker should exit now to be replaced by a fresh one, if it should."""
-        if self.config.max_tasks and self.done >= self.config.max_tasks:
-            return f"recycled after {self.done} tasks"
+    def recycle_reason(self, done: int | None = None) -> str | None:
+        """Why this worker should exit to be replaced by a fresh one once it has finished
+        ``done`` tasks (default: now), if it should."""
+        done = self.done if done is None else done
+        if self.config.max_tasks and done >= self.config.max_tasks:
+            return f"recycled after {done} tasks"
         limit = self.config.max_memory_kib
-        if limit and self.done and (rss := resident_kib()) > limit:
+        if limit and done and (rss := resident_kib()) > limit:
             return f"recycled at {rss // 1024} MiB resident (limit {limit // 1024} MiB)"
         return None
 
@@ -101,10 +103,7 @@ class Worker:
         self.read_messages(0)  # a drain or pause that arrived while the task ran
         if self.draining or self.paused:
             return False
-        if self.config.max_tasks and self.done + 1 >= self.config.max_tasks:
-            return False  # this was the last task before recycling
-        limit = self.config.max_memory_kib
-        return not (limit and resident_kib() > limit)
+        return self.recycle_reason(self.done + 1) is None  # not its last task
 
     def next_task(self) -> Task | None:
         """Wait for the next task (None when woken without one)."""

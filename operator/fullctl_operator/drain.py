@@ -30,6 +30,9 @@ class PollerRowLike(Protocol):
     @property
     def claiming_stopped(self) -> bool: ...
 
+    @property
+    def drained(self) -> bool: ...  # asked, stopped, and running nothing
+
 
 class PodLike(Protocol):
     @property
@@ -63,9 +66,7 @@ def asked(pollers: Sequence[PollerRowLike]) -> bool:
 def drained(pollers: Sequence[PollerRowLike]) -> bool:
     """Every poller of the pod stopped claiming and runs nothing. A pod with no live row
     runs no poller that could claim (it has not started one, or it is gone)."""
-    return all(
-        row.claiming_paused and row.claiming_stopped and row.busy_slots == 0 for row in pollers
-    )
+    return all(row.drained for row in pollers)
 
 
 def busy_slots(pollers: Sequence[PollerRowLike]) -> int:

@@ -66,11 +66,6 @@ class QueueSnapshot:
     def age(self) -> float:
         return time.monotonic() - self.taken
 
-    @property
-    def busy_hosts(self) -> frozenset[str]:
-        """Pods whose live poller row reports a busy slot."""
-        return frozenset(row.host for row in self.pollers if row.busy_slots > 0)
-
     def pollers_by_host(self) -> dict[str, tuple[PollerRow, ...]]:
         found: dict[str, tuple[PollerRow, ...]] = {}
         for row in self.pollers:

@@ -77,12 +77,13 @@ def test_the_operator_asks_pods_to_stop_claiming_and_takes_it_back():
     assert not row.claiming_paused and row.claiming_paused_at is None
 
 
-def test_busy_hosts_are_live_pollers_with_a_busy_slot():
+def test_busy_slots_count_only_on_live_pollers():
     Poller.fleet.report(report("pool-a-1", busy_slots=1))
     Poller.fleet.report(report("pool-a-2", busy_slots=0))
     Poller.fleet.report(report("pool-a-3", busy_slots=2))
     silence("pool-a-3")  # gone quiet: its busy slots no longer count
-    assert Poller.fleet.busy_hosts(max_age=30) == {"pool-a-1"}
+    live = {row.host: row.busy_slots for row in Poller.fleet.live(max_age=30)}
+    assert live == {"pool-a-1": 1, "pool-a-2": 0}
 
 
 def test_silent_rows_are_not_live_and_the_sweep_deletes_them():

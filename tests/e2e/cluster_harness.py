@@ -61,6 +61,7 @@ taskpool = operator_harness.taskpool
 validate_taskpool = operator_harness.validate_taskpool
 write_kubeconfig = operator_harness.write_kubeconfig
 use_kubeconfig = operator_harness.use_kubeconfig
+serving = operator_harness.serving
 
 OPERATOR_AGENTS = ("kopf", "fullctl-operator")  # the User-Agents of the operator's clients
 

@@ -6,23 +6,19 @@ import asyncio
 import contextlib
 import json
 import os
-import warnings
 
-import kmock
 import pytest
 from cluster_harness import (
     E2E_SETTINGS,
     NAMESPACE,
     OPERATOR_AGENTS,
     OPERATOR_TICK,
-    TASKPOOLS,
     ClusterEmulator,
     OperatorProcess,
     Runs,
     db,
     live_view,
-    use_kubeconfig,
-    write_kubeconfig,
+    serving,
 )
 from django.db import connection
 from helpers import process_env, test_database_url
@@ -56,19 +52,7 @@ async def cluster(tmp_path, monkeypatch, e2e_database):
     test, every call the operator made must be within its Role."""
     from fullctl_operator.rbac import RULES
 
-    async with ClusterEmulator() as emulator, kmock.Server(emulator) as server:
-        with warnings.catch_warnings():  # kmock 0.8 uses a deprecated importlib call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            emulator.resources.load_bundled()
-        emulator.resources[TASKPOOLS] = {
-            "kind": "TaskPool", "singular": "taskpool", "namespaced": True,
-            "shortnames": {"tp"}, "subresources": {"status"},
-            "verbs": {"create", "delete", "get", "list", "patch", "update", "watch"},
-        }
-        emulator.kubeconfig = write_kubeconfig(
-            tmp_path / "kubeconfig", str(server.url).rstrip("/")
-        )
-        use_kubeconfig(monkeypatch, emulator.kubeconfig)
+    async with serving(ClusterEmulator(), tmp_path, monkeypatch) as emulator:
         yield emulator
         used = {
             (c.group or "", c.resource + (f"/{c.subresource}" if c.subresource else ""), c.verb)

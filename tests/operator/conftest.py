@@ -2,12 +2,10 @@
 in the test's event loop (see harness.py for what they are made of)."""
 
 import asyncio
-import warnings
 
-import kmock
 import kopf
 import pytest
-from harness import NAMESPACE, TASKPOOLS, Emulator, Operator, use_kubeconfig, write_kubeconfig
+from harness import NAMESPACE, Emulator, Operator, serving
 
 
 @pytest.fixture
@@ -15,19 +13,7 @@ async def cluster(tmp_path, monkeypatch):
     """A Kubernetes API emulator on a real port, with the resources the operator uses, and
     ``KUBECONFIG`` naming it (``cluster.kubeconfig``): kopf's default login and the
     operator's client find it there, as they would in production."""
-    async with Emulator() as emulator, kmock.Server(emulator) as server:
-        with warnings.catch_warnings():  # kmock 0.8 uses a deprecated importlib call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            emulator.resources.load_bundled()
-        emulator.resources[TASKPOOLS] = {
-            "kind": "TaskPool", "singular": "taskpool", "namespaced": True,
-            "shortnames": {"tp"}, "subresources": {"status"},
-            "verbs": {"create", "delete", "get", "list", "patch", "update", "watch"},
-        }
-        emulator.kubeconfig = write_kubeconfig(
-            tmp_path / "kubeconfig", str(server.url).rstrip("/")
-        )
-        use_kubeconfig(monkeypatch, emulator.kubeconfig)
+    async with serving(Emulator(), tmp_path, monkeypatch) as emulator:
         yield emulator
 
 

@@ -3,10 +3,12 @@ the objects it serves, and a helper to reach the database (waiting with a deadli
 ``helpers.async_wait_for``). The fixtures that start the emulator and the real operator
 are in conftest.py."""
 
+import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+import warnings
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,6 +63,28 @@ def use_kubeconfig(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     for module in (kubernetes.config.kube_config, kubernetes.aio.config.kube_config):
         monkeypatch.setattr(module, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    emulator: "Emulator", tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator["Emulator"]:
+    """``emulator`` on a real port with the resources the operator uses, and
+    ``KUBECONFIG`` naming it (``emulator.kubeconfig``), for the block's lifetime."""
+    async with emulator, kmock.Server(emulator) as server:
+        with warnings.catch_warnings():  # kmock 0.8 uses a deprecated importlib call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            emulator.resources.load_bundled()
+        emulator.resources[TASKPOOLS] = {
+            "kind": "TaskPool", "singular": "taskpool", "namespaced": True,
+            "shortnames": {"tp"}, "subresources": {"status"},
+            "verbs": {"create", "delete", "get", "list", "patch", "update", "watch"},
+        }
+        emulator.kubeconfig = write_kubeconfig(
+            tmp_path / "kubeconfig", str(server.url).rstrip("/")
+        )
+        use_kubeconfig(monkeypatch, emulator.kubeconfig)
+        yield emulator
 
 
 # -- the emulator ---------------------------------------------------------------

@@ -227,6 +227,10 @@ class PollerRow:
     claiming_paused: bool = False
     claiming_stopped: bool = False
 
+    @property
+    def drained(self) -> bool:  # as django_fullctl.pollers.PollerRow says it
+        return self.claiming_paused and self.claiming_stopped and self.busy_slots == 0
+
 
 def poller_row(busy: int = 0, paused: bool = False, stopped: bool = False) -> PollerRow:
     return PollerRow(busy, paused, stopped)

@@ -22,6 +22,10 @@ class Row:
     claiming_paused: bool = False
     claiming_stopped: bool = False
 
+    @property
+    def drained(self) -> bool:  # as django_fullctl.pollers.PollerRow says it
+        return self.claiming_paused and self.claiming_stopped and self.busy_slots == 0
+
 
 PODS = (
     Pod("old", NOW - timedelta(hours=3)),

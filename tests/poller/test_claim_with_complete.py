@@ -7,14 +7,11 @@ import signal
 
 import pytest
 from example_tasks.models import SleepTask, SumTask
+from helpers import worker_pid
 
 from django_fullctl.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def worker_pid(task: Task) -> int:
-    return int(task.queue_id.rsplit(":", 1)[1])
 
 
 def finished(tasks: list[Task], timeout: float = 30.0) -> list[Task]:

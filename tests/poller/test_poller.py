@@ -11,30 +11,21 @@ import urllib.request
 import pytest
 from django.db import connection
 from example_tasks.models import EchoTask, ImportantTask, SleepTask, SumTask
-from helpers import EXAMPLE_DIR, process_env, test_database_url, wait_for
+from helpers import (
+    EXAMPLE_DIR,
+    final,
+    process_env,
+    running,
+    test_database_url,
+    wait_for,
+    worker_pid,
+)
 
 from django_fullctl import notify
 from fullctl.django.models import Task
 from tests.testapp.models import CrashTask, ExitTask, StubbornTask
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def final(task: Task, timeout: float = 30.0) -> Task:
-    task.wait(timeout=timeout)
-    return task
-
-
-def running(task: Task, timeout: float = 30.0) -> Task:
-    def is_running():
-        task.refresh_from_db()
-        return task.status == "running" and task.queue_id
-    wait_for(is_running, timeout)
-    return task
-
-
-def worker_pid(task: Task) -> int:
-    return int(task.queue_id.rsplit(":", 1)[1])
 
 
 # the LISTEN connections of idle workers (each one's last query is its LISTEN)

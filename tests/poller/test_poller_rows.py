@@ -8,11 +8,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from example_tasks.models import SleepTask, SumTask
-from helpers import wait_for
+from helpers import running, wait_for
 
 from django_fullctl.models import Poller
 from django_fullctl.pollers import PollerRow
-from fullctl.django.models import Task
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -25,14 +24,6 @@ def row_of(host: str) -> PollerRow | None:
 def wait_row(host: str, condition=lambda row: True, timeout: float = 30.0) -> PollerRow:
     return wait_for(lambda: (row := row_of(host)) is not None and condition(row) and row,
                     timeout)
-
-
-def running(task: Task, timeout: float = 30.0) -> Task:
-    def is_running():
-        task.refresh_from_db()
-        return task.status == "running"
-    wait_for(is_running, timeout)
-    return task
 
 
 def refreshed_twice(host: str, after: PollerRow) -> PollerRow:

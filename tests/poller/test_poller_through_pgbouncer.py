@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 from django.db import connection
 from example_tasks.models import EchoTask, SleepTask, SumTask
-from helpers import wait_for
+from helpers import final, running, wait_for
 from pgbouncer import (
     pgbouncer_fixture,  # noqa: F401 (the pgbouncer fixture)
     pooled_settings,
@@ -21,19 +21,6 @@ from django_fullctl import notify
 from fullctl.django.models import Task, TaskHeartbeat
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def final(task: Task, timeout: float = 30.0) -> Task:
-    task.wait(timeout=timeout)
-    return task
-
-
-def running(task: Task, timeout: float = 30.0) -> Task:
-    def is_running():
-        task.refresh_from_db()
-        return task.status == "running" and task.queue_id
-    wait_for(is_running, timeout)
-    return task
 
 
 def database_clock():
