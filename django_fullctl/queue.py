@@ -54,15 +54,27 @@ _RELEASE_LOCK = 0x46C3
 # runnable rows of the worker's ops in claim order, locked without waiting for rows that
 # others hold, then marked running with one more attempt. ``done`` is the completion,
 # fenced on the lease, releasing the task's waiting children in the same statement.
-# ``{op_match}`` is ``op = ANY(%s)`` for a pool of several ops and ``op = %s`` for one:
-# with equality the planner walks the per-op claim index in claim order, whatever its
-# statistics say of how that op's rows are spread among the other ops' rows.
+#
+# ``picked`` reads each of the pool's ops from its own rows: the first ``limit`` of every
+# op, walked in claim order on the per-op claim index and locked without waiting, then the
+# first ``limit`` of those. Its cost grows with the pool's ops, never with the rows of
+# other ops: one scan with ``op = ANY(...)`` cannot follow that index in claim order, and
+# walks the shared one past every row of the ops it does not claim. The op is bounded
+# from both sides rather than compared for equality so that the planner keeps ``op`` in
+# the sort order, which only the per-op index provides, whatever its statistics (or a
+# generic plan of the prepared statement) say of how the op's rows are spread. Heads of
+# other ops that were locked and not taken stay locked only until the statement commits.
 _PICKED = """picked AS (
-    SELECT id FROM {table}
-    WHERE status = '{pending}' AND NOT waiting AND NOT scheduled AND {op_match}{only_if}
-    ORDER BY priority DESC, id
+    SELECT head.id FROM unnest(%s::text[]) AS pool(op) CROSS JOIN LATERAL (
+        SELECT id, priority FROM {table}
+        WHERE status = '{pending}' AND NOT waiting AND NOT scheduled
+            AND op >= pool.op AND op <= pool.op{only_if}
+        ORDER BY op, priority DESC, id
+        LIMIT %s
+        FOR UPDATE SKIP LOCKED
+    ) AS head
+    ORDER BY head.priority DESC, head.id
     LIMIT %s
-    FOR UPDATE SKIP LOCKED
 )"""
 
 _TAKE = """UPDATE {table} AS t
@@ -98,6 +110,11 @@ _COMPLETE_AND_CLAIM_SQL = f"""WITH {_DONE}, {
 )
 SELECT (SELECT count(*) FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON true
 """
+
+
+def claim_params(ops: list[str], limit: int) -> list[Any]:
+    """The parameters of the claim part (``picked``) of the hot statements."""
+    return [ops, limit, limit]
 
 
 @dataclass(frozen=True)
@@ -202,19 +219,12 @@ class TaskQueue(models.Manager):
         meta = self.task_model._meta
         names = {s.name.lower(): s.value for s in TaskStatus}
         columns = ", ".join(f"t.{f.column}" for f in meta.concrete_fields)
-        statements = {"complete": _COMPLETE_SQL.format(table=meta.db_table, **names)}
-        for name, text in (("claim", _CLAIM_SQL), ("complete_and_claim", _COMPLETE_AND_CLAIM_SQL)):
-            for suffix, op_match in (("", "op = ANY(%s)"), (" one op", "op = %s")):
-                statements[name + suffix] = text.format(
-                    table=meta.db_table, columns=columns, op_match=op_match, **names
-                )
-        return statements
-
-    def _for_ops(self, name: str, ops: list[str]) -> tuple[str, object]:
-        """The variant of the hot statement ``name`` for ``ops``, and its ops parameter."""
-        if len(ops) == 1:
-            return self.statements[name + " one op"], ops[0]
-        return self.statements[name], ops
+        statements = {"complete": _COMPLETE_SQL, "claim": _CLAIM_SQL,
+                      "complete_and_claim": _COMPLETE_AND_CLAIM_SQL}
+        return {
+            name: text.format(table=meta.db_table, columns=columns, **names)
+            for name, text in statements.items()
+        }
 
     # -- creating -----------------------------------------------------------
 
@@ -401,8 +411,10 @@ class TaskQueue(models.Manager):
         if is_postgresql():
             # one statement is atomic on its own: no BEGIN/COMMIT round trips around it
             with hot_cursor() as cursor:
-                statement, op_param = self._for_ops("claim", ops)
-                cursor.execute(statement, [op_param, limit, worker_id, now, now, now])
+                cursor.execute(
+                    self.statements["claim"],
+                    [*claim_params(ops, limit), worker_id, now, now, now],
+                )
                 tasks = [self._from_row(row) for row in cursor.fetchall()]
         else:
             tasks = self._claim_portable(worker_id, ops, limit, now)
@@ -495,12 +507,11 @@ class TaskQueue(models.Manager):
             claimed = self.claim(worker_id, ops) if done else []
             return done, claimed[0] if claimed else None
         now = timezone.now()
-        statement, op_param = self._for_ops("complete_and_claim", ops)
         with hot_cursor() as cursor:
             cursor.execute(
-                statement,
+                self.statements["complete_and_claim"],
                 [*self._completion_params(lease, result, duration, now),
-                 op_param, 1, worker_id, now, now, now],
+                 *claim_params(ops, 1), worker_id, now, now, now],
             )
             row = cursor.fetchone()
         assert row is not None  # the statement always answers one row

@@ -87,15 +87,8 @@ class Task(HandleRefModel):
     class Meta:
         default_manager_name = "objects"
         indexes = [
-            # the claim: runnable rows only, in claim order
-            models.Index(
-                models.F("priority").desc(),
-                "id",
-                name="fullctl_task_claim",
-                condition=Q(status=TaskStatus.PENDING, waiting=False, scheduled=False),
-            ),
-            # the same rows per op: a pool of a few ops claims from its own rows, however
-            # many runnable rows of other ops are ahead of them (the planner picks it)
+            # the claim: runnable rows only, each op's in claim order (the claim reads
+            # every op of the pool from its own rows: see queue._PICKED)
             models.Index(
                 "op",
                 models.F("priority").desc(),

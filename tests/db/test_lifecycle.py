@@ -1,14 +1,16 @@
 """State transitions: chaining, cancelling, fencing, rescue, and waiting for results."""
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test.utils import override_settings
+from django.utils import timezone
 from example_tasks.models import EchoTask, FailTask, NoopTask, SumTask
 from helpers import run_threads, wait_for
 
@@ -278,6 +280,56 @@ def test_claim_skips_rows_locked_by_another_claim(postgresql_only):
     release.set()
     holder.join()
     assert claimed.pk == second.pk
+
+
+@pytest.mark.portable
+def test_a_pool_of_several_ops_claims_in_claim_order_across_its_ops():
+    EchoTask.configure(priority=0).create_task("a")
+    high_noop = NoopTask.configure(priority=9).create_task()
+    mid_echo = EchoTask.configure(priority=5).create_task("b")
+    NoopTask.configure(priority=3).create_task()
+    SumTask.configure(priority=10).create_task(1, 1)  # not the pool's op
+    claimed = Task.queue.claim("w", ["task_echo", "task_noop"], limit=3)
+    assert [t.priority for t in claimed] == [9, 5, 3]
+    assert claimed[0].pk == high_noop.pk and claimed[1].pk == mid_echo.pk
+    assert Task.objects.filter(status="pending").count() == 2  # the others stay pending
+
+
+def test_concurrent_claims_of_several_ops_never_hand_out_a_task_twice(postgresql_only):
+    """Each claim locks the head of every op of its pool for a moment: the heads it does
+    not take are left for the next claims, none is lost or handed out twice."""
+    ids = {task.pk for _ in range(20) for task in (
+        NoopTask.create_task(), EchoTask.create_task("x"), SumTask.create_task(1, 2))}
+    ops = ["task_noop", "task_echo", "task_sum"]
+    results = run_threads(4, lambda i: [t.pk for _ in range(40) for t in
+                                        Task.queue.claim(f"w{i}", ops, limit=2)])
+    claimed = [pk for result in results for pk in result]
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_a_rare_op_is_claimed_without_reading_the_other_ops_rows(postgresql_only):
+    """A pool of two ops whose one task sits behind 20,000 runnable rows of another op:
+    the claim reads a few index pages per op of the pool, not the rows in between."""
+    from django_fullctl.queue import claim_params
+
+    NoopTask.create_tasks([((), {})] * 20_000)
+    rare = EchoTask.create_task("rare")
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {Task._meta.db_table}")
+    now = timezone.now()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + Task.queue.statements["claim"],
+            [*claim_params(["task_echo", "task_sum"], 1), "w", now, now, now],
+        )
+        [[plan]] = cursor.fetchall()
+        transaction.set_rollback(True)
+    top = (plan[0] if isinstance(plan, list) else json.loads(plan)[0])["Plan"]
+    assert top["Actual Rows"] == 1  # it found the rare task
+    # 20,000 rows of the other op fill about 400 heap and 60 index pages
+    assert top["Shared Hit Blocks"] + top.get("Shared Read Blocks", 0) < 60
+    [claimed] = Task.queue.claim("w", ["task_echo", "task_sum"])
+    assert claimed.pk == rare.pk
 
 
 @pytest.mark.portable
