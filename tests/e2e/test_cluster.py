@@ -260,8 +260,10 @@ async def test_a_restarted_operator_picks_up_where_it_was(cluster, kubelet, oper
     await async_wait_for(lambda: replicas(cluster, "memo-workers") == 1, timeout=60)
     await pool_ready(kubelet, "memo-workers", 1)
     after = [(at, n) for at, n in scale_patches(cluster, "memo-workers") if at >= restarted]
-    assert [n for _, n in after] == [1], after
-    down_at = after[0][0]
+    # down to 1, in steps when one pod finishes draining before the other
+    sizes = [n for _, n in after]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1 and sizes[0] < 3, after
+    down_at = after[0][0]  # the first scale-in after the restart
     # the new operator's status writes kept the clock it found
     clocks = {c.data["status"]["lowerSince"]
               for c in cluster.operator_calls("PATCH", "taskpools", subresource="status",
