@@ -58,12 +58,13 @@ _RELEASE_LOCK = 0x46C3
 # ``picked`` reads each of the pool's ops from its own rows: the first ``limit`` of every
 # op, walked in claim order on the per-op claim index and locked without waiting, then the
 # first ``limit`` of those. Its cost grows with the pool's ops, never with the rows of
-# other ops: one scan with ``op = ANY(...)`` cannot follow that index in claim order, and
-# walks the shared one past every row of the ops it does not claim. The op is bounded
-# from both sides rather than compared for equality so that the planner keeps ``op`` in
-# the sort order, which only the per-op index provides, whatever its statistics (or a
-# generic plan of the prepared statement) say of how the op's rows are spread. Heads of
-# other ops that were locked and not taken stay locked only until the statement commits.
+# other ops. (One scan with ``op = ANY(...)`` cannot follow that index in claim order; it
+# walks all runnable rows in claim order instead, past every row of the ops it does not
+# claim.) The op is bounded from both sides rather than compared for equality so that the
+# planner keeps ``op`` in the sort order, which only the per-op index provides, whatever
+# its statistics (or a generic plan of the prepared statement) say of how the op's rows
+# are spread. Heads that were locked and not taken stay locked only until the statement
+# commits.
 _PICKED = """picked AS (
     SELECT head.id FROM unnest(%s::text[]) AS pool(op) CROSS JOIN LATERAL (
         SELECT id, priority FROM {table}
@@ -113,8 +114,9 @@ SELECT (SELECT count(*) FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN c
 
 
 def claim_params(ops: list[str], limit: int) -> list[Any]:
-    """The parameters of the claim part (``picked``) of the hot statements."""
-    return [ops, limit, limit]
+    """The parameters of the claim part (``picked``) of the hot statements. An op named
+    twice would bring its head twice (a statement does not skip its own locks)."""
+    return [list(dict.fromkeys(ops)), limit, limit]
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,13 @@ def test_a_pool_of_several_ops_claims_in_claim_order_across_its_ops():
     assert Task.objects.filter(status="pending").count() == 2  # the others stay pending
 
 
+@pytest.mark.portable
+def test_an_op_named_twice_in_the_pool_is_claimed_as_once():
+    ids = [NoopTask.create_task().pk for _ in range(2)]
+    claimed = Task.queue.claim("w", ["task_noop", "task_noop"], limit=2)
+    assert [t.pk for t in claimed] == ids
+
+
 def test_concurrent_claims_of_several_ops_never_hand_out_a_task_twice(postgresql_only):
     """Each claim locks the head of every op of its pool for a moment: the heads it does
     not take are left for the next claims, none is lost or handed out twice."""
