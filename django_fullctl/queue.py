@@ -423,17 +423,22 @@ class TaskQueue(models.Manager):
         tasks.sort(key=lambda t: (-t.priority, t.pk))
         return [t.cast() for t in tasks]
 
+    @cached_property
+    def _row_loading(self) -> tuple[list[str], list[Any]]:
+        """The attribute name and the converter (None: the value as it is) of each column
+        of a claimed row, worked out once per process."""
+        fields = self.task_model._meta.concrete_fields
+        return [f.attname for f in fields], [getattr(f, "from_db_value", None) for f in fields]
+
     def _from_row(self, row: tuple) -> Any:
         """A model instance from a claimed row, as a queryset would load it (cheaper than
         ``raw()``, which works out its column mapping and converters on every call)."""
-        model = self.task_model
-        fields = model._meta.concrete_fields
+        attnames, converters = self._row_loading
         values = [
-            field.from_db_value(value, None, connection)
-            if hasattr(field, "from_db_value") else value
-            for field, value in zip(fields, row, strict=True)
+            value if convert is None else convert(value, None, connection)
+            for convert, value in zip(converters, row, strict=True)
         ]
-        return model.from_db(connection.alias, [f.attname for f in fields], values)
+        return self.task_model.from_db(connection.alias, attnames, values)
 
     def _claim_portable(
         self, worker_id: str, ops: list[str], limit: int, now: datetime
@@ -489,9 +494,12 @@ class TaskQueue(models.Manager):
         self, lease: Lease, result: object, duration: float, now: datetime
     ) -> list[Any]:
         """The parameters of the completion's part of the hot statements."""
-        field = self.task_model._meta.get_field("result_data")
-        data = field.get_db_prep_value(result, connection)
+        data = self._result_field.get_db_prep_value(result, connection)
         return [data, duration, now, now, lease.task_id, lease.attempt, now]
+
+    @cached_property
+    def _result_field(self) -> Any:
+        return self.task_model._meta.get_field("result_data")
 
     def complete_and_claim(
         self, lease: Lease, result: object, duration: float, worker_id: str,
