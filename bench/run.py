@@ -318,8 +318,7 @@ def latency(samples: int, pause: float) -> dict:
                       for pk, _, started in rows)
     return {"p50": percentile(ms, 50), "p99": percentile(ms, 99), "max": ms[-1],
             "commit_p50": percentile(commit_ms, 50), "after_p50": percentile(after_ms, 50),
-            "memory": memory,
-            "exit": running.exit_code}
+            "memory": memory, "exit": running.exit_code}
 
 
 def copy_rows(count: int, template_pk: int, **overrides: object) -> None:
@@ -403,12 +402,13 @@ def claim_cost_cases(pending: int, big: int) -> list[tuple[str, list[str], objec
         enqueue_backlog(big // 10)  # other ops' rows, ahead of the rare op's in claim order
         copy_rows(pending, template_row(), op=f"'{RARE_OP}'")
 
-    def spread(ops: int) -> None:
-        enqueue_backlog(pending // ops)
-        for i in range(1, ops):
-            copy_rows(pending // ops, template_row(), op=f"'{OP}_{i}'")
-
     many = [OP, *(f"{OP}_{i}" for i in range(1, 30))]
+
+    def spread() -> None:  # ``pending`` rows, as many of each of the ``many`` ops
+        enqueue_backlog(pending // len(many))
+        for op in many[1:]:
+            copy_rows(pending // len(many), template_row(), op=f"'{op}'")
+
     return [
         (f"{pending} pending", [OP], runnable),
         (f"+ {big} completed", [OP], with_completed),
@@ -416,7 +416,7 @@ def claim_cost_cases(pending: int, big: int) -> list[tuple[str, list[str], objec
         (f"+ {big} not due yet", [OP], with_future),
         (f"rare op behind {big // 10} others", [RARE_OP], rare_op),
         (f"2 ops, rare behind {big // 10} others", [RARE_OP, "task_other"], rare_op),
-        (f"{len(many)} ops, {pending} pending among them", many, lambda: spread(len(many))),
+        (f"{len(many)} ops, {pending} pending among them", many, spread),
     ]
 
 
